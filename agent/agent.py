@@ -1,0 +1,79 @@
+"""The one API every front-end calls: personas, sessions, replies.
+
+`Agent(config)` owns the loaded models (loaded lazily, once), the persona store and the history
+database; front-ends (terminal, Discord, HTTP) never touch torch or the models directly.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional
+
+from .config import Config
+from .paths import Home, resolve_home
+from .persona.store import Persona, PersonaStore
+
+
+class Agent:
+    def __init__(self, config: Optional[Config] = None, *, home: Optional[Home | str | Path] = None, lm=None):
+        from .chat.history import HistoryStore
+
+        self.config = config or Config()
+        self.home = home if isinstance(home, Home) else resolve_home(home)
+        self.personas = PersonaStore(self.home, self.config.cards)
+        self.history = HistoryStore(self.home.database)
+        self._lm = lm
+        self._lm_lock = threading.Lock()
+
+    @property
+    def lm(self):
+        """The chat LM (`LoadedLM`), loaded on first use."""
+        with self._lm_lock:
+            if self._lm is None:
+                import torch
+
+                from .models.lm import load_lm
+
+                cfg = self.config.lm
+                if cfg.threads > 0:
+                    torch.set_num_threads(cfg.threads)
+                self._lm = load_lm(cfg.name_or_path, dtype=cfg.dtype, device=cfg.device,
+                                   cache_dir=self.home.cache_dir("lm"), allow_download=cfg.allow_download)
+            return self._lm
+
+    def persona(self, name_or_path: Optional[str] = None) -> Persona:
+        return self.personas.get(name_or_path or self.config.chat.default_persona)
+
+    def open_session(self, persona: Optional[str] = None, *, resume: bool = False, channel: Optional[str] = None,
+                     user_name: Optional[str] = None, session_id: Optional[int] = None):
+        """A `ChatSession` with `persona`: a new one (greeted), or with `resume` the latest of that persona/channel."""
+        from .chat.prompt import greeting
+        from .chat.session import ChatSession
+
+        user = user_name or self.config.chat.user_name
+        if session_id is not None:
+            chosen = self.personas.get(self.history.session_persona(session_id))
+        else:
+            chosen = self.persona(persona)
+            session_id = self.history.latest_session(chosen.slug, channel) if resume else None
+            if session_id is None:
+                session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
+        return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=self.history,
+                           chat=self.config.chat, user_name=user)
+
+    def prompt_preview(self, persona: Optional[str] = None, message: Optional[str] = None, *,
+                       resume: bool = False, user_name: Optional[str] = None) -> str:
+        """The exact prompt the model would see for the next turn, annotated for card authors."""
+        from .chat.prompt import Message, annotate, fit_prompt, greeting
+
+        user = user_name or self.config.chat.user_name
+        chosen = self.persona(persona)
+        sid = self.history.latest_session(chosen.slug) if resume else None
+        first = greeting(chosen.card, user)
+        history = self.history.messages(sid) if sid is not None else ([Message("assistant", first)] if first else [])
+        if message:
+            history.append(Message("user", message))
+        lm = self.lm
+        budget = min(self.config.chat.context_tokens, lm.context_length) - self.config.chat.max_new_tokens
+        prompt = fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget)
+        return annotate(prompt, lm.tokenizer)

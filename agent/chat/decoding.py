@@ -1,0 +1,172 @@
+"""Token generation over a KV cache that is reused across turns.
+
+`CachedDecoder.prefill(ids)` runs only the tokens after the longest prefix already in the cache, so
+turn N of a chat costs its new tokens, not the whole history. `stream_reply` turns sampled tokens
+into text pieces, stopping at end-of-turn tokens and stop strings. The reply text goes to the session.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .sampling import SamplingOptions, sample_next
+
+PREFILL_CHUNK = 512  # tokens per forward pass during prefill; bounds activation memory on long prompts
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The forward() keyword for the KV cache: transformers renamed `past_key_values` to `cache` in 5.x."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@dataclass
+class DecodeStats:
+    prompt_tokens: int = 0  # tokens in the prompt of this reply
+    prefill_tokens: int = 0  # of those, how many ran through the model (the rest came from the cache)
+    new_tokens: int = 0  # tokens generated
+    time_to_first_token: float = 0.0  # seconds from the call to the first generated token
+    decode_seconds: float = 0.0  # seconds spent generating after the first token
+    stopped_by: str = ""  # "eos" | "stop string" | "max_new_tokens" | "cancelled"
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds else 0.0
+
+
+class CachedDecoder:
+    """One LM, one KV cache, and the token ids that cache holds (its key positions).
+
+    Not thread-safe: one decoder per session, driven by one thread at a time.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, reuse_cache: bool = True):
+        self.model = model
+        self._cache_kwarg = cache_kwarg(model)
+        self.device = next(model.parameters()).device
+        self.reuse_cache = reuse_cache  # False recomputes every prompt from scratch (for benchmarks/tests)
+        self.cache = None  # transformers DynamicCache over self.ids
+        self.ids: list[int] = []
+
+    def reset(self) -> None:
+        self.cache, self.ids = None, []
+
+    @torch.inference_mode()
+    def _forward(self, new_ids: list[int]) -> torch.Tensor:
+        """Appends new_ids to the cache; returns the logits of the last one, shape (vocab,)."""
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+        try:
+            logits = None
+            for start in range(0, len(new_ids), PREFILL_CHUNK):
+                chunk = torch.tensor([new_ids[start:start + PREFILL_CHUNK]], device=self.device)  # (1, T)
+                out = self.model(input_ids=chunk, use_cache=True, logits_to_keep=1,
+                                 **{self._cache_kwarg: self.cache})
+                logits = out.logits[0, -1]  # (vocab,)
+                self.ids.extend(new_ids[start:start + PREFILL_CHUNK])
+        except BaseException:
+            # An interrupted forward can leave layers of the cache at different lengths: drop it.
+            self.reset()
+            raise
+        return logits.float()
+
+    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+        """Brings the cache to exactly `ids`; returns (logits of the last position (vocab,), tokens run)."""
+        if not ids:
+            raise ValueError("cannot prefill an empty prompt")
+        keep = common_prefix_length(self.ids, ids) if self.reuse_cache else 0
+        keep = min(keep, len(ids) - 1)  # the last token always runs, to get its logits
+        if keep == 0:
+            self.reset()
+        elif keep < len(self.ids):
+            self.cache.crop(keep - len(self.ids))  # negative: tokens to remove (all transformers versions)
+            del self.ids[keep:]
+        new = ids[keep:]
+        return self._forward(new), len(new)
+
+    def step(self, token_id: int) -> torch.Tensor:
+        """Feeds one generated token; returns the next logits (vocab,)."""
+        return self._forward([token_id])
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of `text` could be the start of a stop string (not yet safe to show)."""
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+@dataclass
+class ReplyStream:
+    """Streams one reply: iterate for text pieces; `text` and `stats` are complete once iteration ends."""
+    decoder: CachedDecoder
+    tokenizer: object
+    prompt_ids: list[int]
+    options: SamplingOptions
+    stop_strings: Sequence[str] = ()
+    cancel: Optional[threading.Event] = None
+    text: str = ""
+    stats: DecodeStats = field(default_factory=DecodeStats)
+
+    def __iter__(self) -> Iterator[str]:
+        start = time.perf_counter()
+        logits, ran = self.decoder.prefill(self.prompt_ids)
+        self.stats = DecodeStats(prompt_tokens=len(self.prompt_ids), prefill_tokens=ran)
+        eos = set(self.options.eos_token_ids)
+        generator = torch.Generator().manual_seed(self.options.seed) if self.options.seed is not None else None
+        generated: list[int] = []
+        shown = 0
+        first_at = None
+        stopped_by = "max_new_tokens"
+        while len(generated) < self.options.max_new_tokens:
+            if self.cancel is not None and self.cancel.is_set():
+                stopped_by = "cancelled"
+                break
+            token = sample_next(logits, self.options, self.decoder.ids, generator)
+            if first_at is None:
+                first_at = time.perf_counter()
+                self.stats.time_to_first_token = first_at - start
+            if token in eos:
+                stopped_by = "eos"
+                break
+            generated.append(token)
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            cut = min((text.find(s) for s in self.stop_strings if s in text), default=-1)
+            if cut >= 0:
+                text, stopped_by = text[:cut], "stop string"
+            if text.endswith("\ufffd") and stopped_by != "stop string":
+                safe = len(text) - 1  # half a multi-byte character: wait for the rest
+            else:
+                safe = len(text) - (0 if stopped_by == "stop string" else _held_back(text, self.stop_strings))
+            if safe > shown:
+                yield text[shown:safe]
+                shown = safe
+            self.text = text
+            if stopped_by == "stop string":
+                break
+            if len(generated) < self.options.max_new_tokens:
+                logits = self.decoder.step(token)
+        if stopped_by != "stop string" and len(self.text) > shown:
+            yield self.text[shown:]
+        self.stats.new_tokens = len(generated)
+        self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
+        self.stats.stopped_by = stopped_by

@@ -1,0 +1,149 @@
+"""Builds the prompt for the next turn: card fields -> chat messages -> the model's own chat template -> token ids.
+
+The card goes into the system turn, the greeting is the first assistant turn, then the history.
+When history outgrows the context budget, whole old turns are dropped (never the card or greeting).
+The token ids go to the decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..persona.card import CharacterCard
+from ..persona.macros import split_examples, substitute
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are {{char}}. Write {{char}}'s next reply in a fictional chat with {{user}}. "
+    "Stay in character at all times, speak only as {{char}}, and never write {{user}}'s lines."
+)
+LOW_WATER = 0.75  # after dropping old turns, the prompt uses at most this share of its budget, so drops are rare
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" | "assistant"
+    content: str
+
+
+def system_prompt(card: CharacterCard, user: str) -> str:
+    """The system turn: the card's system prompt (or ours; `{{original}}` inserts ours) and its fields."""
+    main = card.system_prompt.replace("{{original}}", DEFAULT_SYSTEM_PROMPT) if card.system_prompt.strip() \
+        else DEFAULT_SYSTEM_PROMPT
+    parts = [main, card.description]
+    if card.personality.strip():
+        parts.append(f"{{{{char}}}}'s personality: {card.personality}")
+    if card.scenario.strip():
+        parts.append(f"Scenario: {card.scenario}")
+    examples = split_examples(card.mes_example)
+    if examples:
+        parts.append("Example dialogue:\n" + "\n\n".join(examples))
+    text = "\n\n".join(p.strip() for p in parts if p and p.strip())
+    return substitute(text, char=card.name, user=user)
+
+
+def greeting(card: CharacterCard, user: str, index: int = 0) -> str:
+    """first_mes (index 0) or alternate_greetings[index - 1], macros resolved."""
+    options = [card.first_mes, *card.alternate_greetings]
+    if not 0 <= index < len(options):
+        raise ValueError(f"greeting index {index} out of range: the card has {len(options)} greetings")
+    return substitute(options[index], char=card.name, user=user)
+
+
+def stop_strings(card: CharacterCard, user: str) -> list[str]:
+    """Text that means the model started writing the user's lines (or a new turn): cut the reply there."""
+    return [f"\n{user}:", f"\n{user} :", f"\n**{user}:**", "<|im_start|>", "<|im_end|>", "<|eot_id|>",
+            "<end_of_turn>", "</s>"]
+
+
+def build_messages(card: CharacterCard, history: Sequence[Message], user: str) -> list[dict]:
+    """history: greeting first, then alternating user/assistant turns; the last one is usually the new user turn.
+
+    The card's post-history instructions follow every user turn, not only the newest: each earlier
+    reply then sits in the same context it was written in, and the prompt of turn N extends the
+    prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
+    """
+    messages = [{"role": "system", "content": system_prompt(card, user)}]
+    phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user)
+    for m in history:
+        messages.append({"role": m.role, "content": m.content})
+        if phi and m.role == "user":
+            messages.append({"role": "system", "content": phi})
+    return messages
+
+
+def render(tokenizer, messages: list[dict]) -> tuple[str, list[int]]:
+    """The chat template applied with the assistant's turn opened; returns (text, ids)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text, list(ids)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # the exact text the model sees
+    ids: list[int]  # its token ids
+    kept_from: int  # history index of the first turn kept after the greeting
+    dropped: int  # old messages left out to fit the budget
+    messages: list[dict]  # the messages that were rendered
+
+
+def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user: str, *,
+               budget: int, kept_from: int = 1) -> Prompt:
+    """Renders the prompt within `budget` tokens, dropping the oldest whole turns after the greeting.
+
+    kept_from: where the previous turn's prompt started; it only moves forward, so the cached prefix
+    stays valid between drops. Raises ValueError when the card, greeting and newest turn alone don't fit.
+    """
+    pinned = 1 if history and history[0].role == "assistant" else 0  # the greeting is never dropped
+
+    def attempt(start: int) -> Prompt:
+        kept = list(history[:pinned]) + list(history[start:])
+        messages = build_messages(card, kept, user)
+        text, ids = render(tokenizer, messages)
+        return Prompt(text, ids, start, start - pinned, messages)
+
+    kept_from = max(pinned, min(kept_from, _last_turn_start(history)))
+    prompt = attempt(kept_from)
+    if len(prompt.ids) <= budget:
+        return prompt
+    target = int(budget * LOW_WATER)
+    start = kept_from
+    while start < _last_turn_start(history):
+        start = _next_turn_start(history, start)
+        prompt = attempt(start)
+        if len(prompt.ids) <= target:
+            return prompt
+    if len(prompt.ids) <= budget:
+        return prompt
+    raise ValueError(f"the card, greeting and latest message take {len(prompt.ids)} tokens, more than the "
+                     f"{budget}-token prompt budget; shorten the card or raise chat.context_tokens")
+
+
+def _last_turn_start(history: Sequence[Message]) -> int:
+    """Index of the newest user message (the turn being answered); the greeting (0) if there is none."""
+    for i in range(len(history) - 1, -1, -1):
+        if history[i].role == "user":
+            return i
+    return len(history)
+
+
+def _next_turn_start(history: Sequence[Message], start: int) -> int:
+    """The next user message after `start`, so turns are dropped whole."""
+    for i in range(start + 1, len(history)):
+        if history[i].role == "user":
+            return i
+    return len(history)
+
+
+def annotate(prompt: Prompt, tokenizer, soft_slots: Optional[int] = None) -> str:
+    """A card author's view of `prompt`: token counts per message, then the exact text."""
+    lines = []
+    if soft_slots:
+        lines.append(f"[soft prompt: {soft_slots} vectors at the start of the system turn]")
+    for m in prompt.messages:
+        n = len(tokenizer(m["content"], add_special_tokens=False)["input_ids"])
+        lines.append(f"[{m['role']}: {n} tokens]")
+    if prompt.dropped:
+        lines.append(f"[history: {prompt.dropped} oldest messages dropped to fit the context]")
+    lines.append(f"[total: {len(prompt.ids)} tokens]")
+    return "\n".join(lines) + "\n" + "-" * 60 + "\n" + prompt.text

@@ -1,0 +1,116 @@
+"""One conversation with one persona: history, its KV cache, and the turn logic (reply, retry).
+
+Front-ends get a `ChatSession` from `Agent.open_session` and iterate `reply(text)` for text pieces;
+each finished turn is written to the history store in one transaction.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterator, Optional
+
+from ..config import ChatConfig
+from ..models.lm import LoadedLM
+from ..persona.store import Persona
+from .decoding import CachedDecoder, DecodeStats, ReplyStream
+from .history import HistoryStore
+from .prompt import Message, Prompt, fit_prompt, stop_strings
+from .sampling import SamplingOptions
+
+
+def _eos_ids(tokenizer, model) -> tuple[int, ...]:
+    ids = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return tuple(sorted(ids))
+
+
+def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
+    """Drops leading whitespace and a leading 'Name:' that small models write before their line."""
+    prefix = f"{name}:"
+    pieces = iter(pieces)
+    buffer = ""
+    for piece in pieces:
+        buffer = (buffer + piece).lstrip()
+        if not buffer or prefix.startswith(buffer):
+            continue  # could still become the prefix
+        break
+    if buffer.startswith(prefix):
+        buffer = buffer[len(prefix):].lstrip()
+    if buffer:
+        yield buffer
+    yield from pieces
+
+
+class ChatSession:
+    def __init__(self, *, persona: Persona, session_id: int, lm: LoadedLM, store: HistoryStore,
+                 chat: ChatConfig, user_name: str, decoder: Optional[CachedDecoder] = None):
+        self.persona = persona
+        self.id = session_id
+        self.lm = lm
+        self.store = store
+        self.chat = chat
+        self.user_name = user_name
+        self.decoder = decoder or CachedDecoder(lm.model)
+        self.messages: list[Message] = store.messages(session_id)
+        self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
+        self.last_stats = DecodeStats()
+        self.sampling = SamplingOptions(
+            max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
+            top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
+            eos_token_ids=_eos_ids(lm.tokenizer, lm.model))
+
+    @property
+    def greeting(self) -> str:
+        return self.messages[0].content if self.messages and self.messages[0].role == "assistant" else ""
+
+    @property
+    def budget(self) -> int:
+        """Prompt tokens allowed: the context minus room for the reply."""
+        return min(self.chat.context_tokens, self.lm.context_length) - self.chat.max_new_tokens
+
+    def prompt_for(self, history: list[Message]) -> Prompt:
+        prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
+                            budget=self.budget, kept_from=self.kept_from)
+        self.kept_from = prompt.kept_from
+        return prompt
+
+    def _generate(self, history: list[Message], cancel: Optional[threading.Event]) -> Iterator[str]:
+        prompt = self.prompt_for(history)
+        stream = ReplyStream(self.decoder, self.lm.tokenizer, prompt.ids, self.sampling,
+                             stop_strings(self.persona.card, self.user_name), cancel)
+        text = ""
+        for piece in _strip_name_prefix(iter(stream), self.persona.card.name):
+            text += piece
+            yield piece
+        self.last_stats = stream.stats
+        self._last_text = text.strip()
+
+    def reply(self, text: str, *, cancel: Optional[threading.Event] = None) -> Iterator[str]:
+        """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled)."""
+        if not text.strip():
+            raise ValueError("the message is empty")
+        history = self.messages + [Message("user", text)]
+        yield from self._generate(history, cancel)
+        self.store.append_turn(self.id, text, self._last_text)
+        self.messages = history + [Message("assistant", self._last_text)]
+
+    @property
+    def can_retry(self) -> bool:
+        """True when the conversation ends with a user message and its reply."""
+        return len(self.messages) >= 2 and self.messages[-1].role == "assistant" and self.messages[-2].role == "user"
+
+    def retry(self, *, cancel: Optional[threading.Event] = None) -> Iterator[str]:
+        """Regenerates the last reply and replaces it."""
+        if not self.can_retry:
+            raise ValueError("there is no reply to retry yet")
+        history = self.messages[:-1]
+        yield from self._generate(history, cancel)
+        self.store.replace_last_reply(self.id, self._last_text)
+        self.messages = history + [Message("assistant", self._last_text)]

@@ -1,0 +1,128 @@
+"""The `personae` command line: typed subcommands whose docstrings are their --help.
+
+Every command builds an `Agent` from --config/--set/--home and hands off to a front-end or store.
+Errors print one line to stderr and exit non-zero: 2 for bad input (config, persona, card), 3 for
+missing weights, 1 for anything else.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+
+app = typer.Typer(help="personae: role-play characters that stay in character.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+persona_app = typer.Typer(help="List, show, import and export personas (Character Cards).", no_args_is_help=True)
+app.add_typer(persona_app, name="persona")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: the embedded default).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: -s chat.temperature=0.2")]
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Folder for personas, sessions and caches (env PERSONAE_HOME).")]
+PersonaOpt = Annotated[Optional[str], typer.Option("--persona", "-p", help="Persona name, slug or folder.")]
+
+
+def _agent(config: Optional[Path], overrides: Optional[list[str]], home: Optional[Path]):
+    from .agent import Agent
+    from .config import load_config
+
+    return Agent(load_config(config, overrides or ()), home=home)
+
+
+@app.command()
+def chat(persona: PersonaOpt = None, resume: Annotated[bool, typer.Option(help="Continue this persona's last conversation.")] = False,
+         user: Annotated[Optional[str], typer.Option(help="Your name in the chat ({{user}}).")] = None,
+         config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Chat with a persona in the terminal; replies stream as they are written."""
+    from .frontends.terminal import TerminalChat
+
+    terminal = TerminalChat(_agent(config, set, home))
+    terminal.open(persona, resume=resume, user_name=user)
+    raise typer.Exit(terminal.loop())
+
+
+@app.command()
+def prompt(persona: PersonaOpt = None,
+           message: Annotated[Optional[str], typer.Option("--message", "-m", help="The user's next message.")] = None,
+           resume: Annotated[bool, typer.Option(help="Use this persona's last conversation as history.")] = False,
+           config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Print the exact prompt the model would see for the next turn, with token counts per part."""
+    print(_agent(config, set, home).prompt_preview(persona, message, resume=resume))
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, set: SetOpt = None):
+    """Print the effective configuration as YAML (defaults, file and overrides merged)."""
+    from .config import load_config, to_dict
+
+    print(yaml.safe_dump(to_dict(load_config(config, set or ())), sort_keys=False), end="")
+
+
+@persona_app.command("list")
+def persona_list(home: HomeOpt = None, config: ConfigOpt = None):
+    """List the available personas (yours first, then the shipped examples)."""
+    for p in _agent(config, None, home).personas.list():
+        print(f"{p.slug:20} {p.name:28} {p.folder}")
+
+
+@persona_app.command("show")
+def persona_show(name: str, home: HomeOpt = None, config: ConfigOpt = None):
+    """Print a persona's card as YAML."""
+    p = _agent(config, None, home).personas.get(name)
+    print(f"# {p.folder}")
+    print(yaml.safe_dump(p.card.to_fields(), sort_keys=False, allow_unicode=True), end="")
+
+
+@persona_app.command("import")
+def persona_import(file: Path, name: Annotated[Optional[str], typer.Option(help="Save under this name instead of the card's.")] = None,
+                   replace: Annotated[bool, typer.Option(help="Replace an existing persona of the same name.")] = False,
+                   home: HomeOpt = None, config: ConfigOpt = None):
+    """Import a Character Card (V1/V2/V3) from PNG, JSON or CHARX."""
+    p = _agent(config, None, home).personas.import_file(file, name=name, replace=replace)
+    print(f"imported {p.name!r} as {p.slug} into {p.folder}")
+
+
+@persona_app.command("export")
+def persona_export(name: str,
+                   format: Annotated[str, typer.Option("--format", "-f", help="png | json | charx")] = "png",
+                   output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: SLUG.FORMAT).")] = None,
+                   home: HomeOpt = None, config: ConfigOpt = None):
+    """Export a persona as a Character Card that SillyTavern and friends read."""
+    agent = _agent(config, None, home)
+    persona = agent.personas.get(name)
+    path = agent.personas.export(name, format, output or Path(f"{persona.slug}.{format}"))
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    from .config import ConfigError
+    from .models.packages import MissingWeights
+    from .persona.card import CardError
+    from .persona.store import UnknownPersona
+
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.ClickException as e:  # usage errors: bad option, missing argument
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except MissingWeights as e:
+        print(f"personae: missing weights: {e}", file=sys.stderr)
+        sys.exit(3)
+    except (ConfigError, CardError, UnknownPersona, FileNotFoundError) as e:
+        print(f"personae: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # the last resort: one line, not a traceback, unless asked for
+        import os
+        if os.environ.get("PERSONAE_DEBUG"):
+            raise
+        print(f"personae: error: {type(e).__name__}: {e} (set PERSONAE_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)

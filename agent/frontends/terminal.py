@@ -1,0 +1,135 @@
+"""Terminal chat: read a line, stream the persona's reply, handle /commands. Calls only the Agent API.
+
+Ctrl-C while a reply streams stops that reply (what was written is kept); Ctrl-D or /quit leaves.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO
+
+from rich.console import Console
+
+from ..agent import Agent
+
+HELP = """commands:
+  /retry          regenerate the last reply
+  /reset          start a new conversation with this persona
+  /persona NAME   switch to another persona (new conversation)
+  /personas       list the personas
+  /history        show this conversation
+  /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
+
+
+@contextmanager
+def _ctrl_c_cancels(cancel: threading.Event):
+    """While a reply streams, Ctrl-C sets `cancel` instead of raising KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class TerminalChat:
+    def __init__(self, agent: Agent, *, out: TextIO = sys.stdout, err: Optional[Console] = None):
+        self.agent = agent
+        self.out = out
+        self.err = err or Console(stderr=True, highlight=False)
+        self.session = None
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def _stream(self, start: Callable[[threading.Event], Iterator[str]]) -> None:
+        """Writes the pieces of `start(cancel)` as they come; Ctrl-C sets `cancel`."""
+        cancel = threading.Event()
+        self._write(f"{self.session.persona.name}: ")
+        with _ctrl_c_cancels(cancel):
+            for piece in start(cancel):
+                self._write(piece)
+        self._write("\n")
+        if cancel.is_set():
+            self.err.print("[dim](stopped; the partial reply was kept — /retry to regenerate)[/dim]")
+
+    def open(self, persona: Optional[str], *, resume: bool, user_name: Optional[str]) -> None:
+        with self.err.status("loading the model…", spinner="dots"):
+            _ = self.agent.lm
+        self.session = self.agent.open_session(persona, resume=resume, user_name=user_name)
+        self._show_start(resumed=resume and len(self.session.messages) > 1)
+
+    def _show_start(self, resumed: bool) -> None:
+        s = self.session
+        self.err.print(f"[bold]{s.persona.name}[/bold] [dim](session {s.id}; /help for commands)[/dim]")
+        if resumed:
+            for m in s.messages[-4:]:
+                who = s.persona.name if m.role == "assistant" else s.user_name
+                self._write(f"{who}: {m.content}\n")
+        elif s.greeting:
+            self._write(f"{s.persona.name}: {s.greeting}\n")
+
+    def command(self, line: str) -> bool:
+        """Runs a /command; returns False when the chat should end."""
+        name, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        if name in ("quit", "exit", "q"):
+            return False
+        if name == "help":
+            self.err.print(HELP, markup=False)
+        elif name == "retry":
+            if not self.session.can_retry:
+                self.err.print("there is no reply to retry yet")
+            else:
+                self._stream(lambda cancel: self.session.retry(cancel=cancel))
+        elif name == "reset":
+            self.session = self.agent.open_session(self.session.persona.slug, user_name=self.session.user_name)
+            self._show_start(resumed=False)
+        elif name == "persona":
+            if not arg:
+                self.err.print("usage: /persona NAME  (see /personas)")
+            else:
+                from ..persona.store import UnknownPersona
+                try:
+                    self.session = self.agent.open_session(arg, user_name=self.session.user_name)
+                    self._show_start(resumed=False)
+                except UnknownPersona as e:
+                    self.err.print(str(e), markup=False)
+        elif name == "personas":
+            for p in self.agent.personas.list():
+                self._write(f"{p.slug:16} {p.name}\n")
+        elif name == "history":
+            for m in self.session.messages:
+                who = self.session.persona.name if m.role == "assistant" else self.session.user_name
+                self._write(f"{who}: {m.content}\n")
+        else:
+            self.err.print(f"unknown command /{name}; /help lists them", markup=False)
+        return True
+
+    def turn(self, text: str) -> None:
+        self._stream(lambda cancel: self.session.reply(text, cancel=cancel))
+
+    def loop(self, read=input) -> int:
+        prompt = f"{self.session.user_name}> "
+        while True:
+            try:
+                line = read(prompt)
+            except EOFError:
+                self._write("\n")
+                return 0
+            except KeyboardInterrupt:
+                self.err.print("\n[dim](Ctrl-D or /quit to leave)[/dim]")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return 0
+            else:
+                self.turn(line)

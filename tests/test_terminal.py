@@ -1,0 +1,64 @@
+"""The terminal front-end's loop, driven in-process: commands, streaming and Ctrl-C."""
+import io
+import os
+import signal
+import threading
+
+from agent.frontends.terminal import TerminalChat
+
+
+def _chat(agent, lines):
+    out = io.StringIO()
+    chat = TerminalChat(agent, out=out)
+    chat.open("mara", resume=False, user_name="Ann")
+    feed = iter(lines)
+
+    def read(_prompt):
+        try:
+            return next(feed)
+        except StopIteration:
+            raise EOFError
+
+    return chat, chat.loop(read), out.getvalue()
+
+
+def test_loop_streams_replies_and_ends_on_eof(tiny_agent):
+    chat, code, out = _chat(tiny_agent, ["hello there"])
+    assert code == 0
+    assert out.count("Captain Mara Vell: ") == 2  # greeting + reply
+    assert chat.session.messages[-2].content == "hello there"
+
+
+def test_ctrl_c_stops_the_reply_not_the_program(tiny_agent):
+    """SIGINT while a reply streams cancels it; the loop goes on to the next line."""
+    chat = TerminalChat(tiny_agent, out=io.StringIO())
+    chat.open("mara", resume=False, user_name="Ann")
+    session = chat.session
+    original = session.reply
+
+    def reply_then_interrupt(text, cancel=None):
+        for i, piece in enumerate(original(text, cancel=cancel)):
+            if i == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield piece
+
+    session.reply = reply_then_interrupt
+    lines = iter(["first", "/quit"])
+    assert chat.loop(lambda _p: next(lines)) == 0
+    assert session.last_stats.stopped_by == "cancelled"
+    assert session.messages[-2].content == "first"  # the interrupted turn was kept
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_at_the_prompt_does_not_quit(tiny_agent):
+    chat = TerminalChat(tiny_agent, out=io.StringIO())
+    chat.open("mara", resume=False, user_name="Ann")
+    events = iter([KeyboardInterrupt, "/quit"])
+
+    def read(_p):
+        e = next(events)
+        if e is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return e
+
+    assert chat.loop(read) == 0
