@@ -24,6 +24,9 @@ class Agent:
         self.history = HistoryStore(self.home.database)
         self._lm = lm
         self._lm_lock = threading.Lock()
+        self._transcriber = None
+        self._voices: dict = {}  # VoiceSettings -> loaded synthesizer
+        self._speech_lock = threading.Lock()
 
     @property
     def lm(self):
@@ -40,6 +43,49 @@ class Agent:
                 self._lm = load_lm(cfg.name_or_path, dtype=cfg.dtype, device=cfg.device,
                                    cache_dir=self.home.cache_dir("lm"), allow_download=cfg.allow_download)
             return self._lm
+
+    @property
+    def transcriber(self):
+        """Whisper speech recognition (`Transcriber`), loaded on first use."""
+        with self._speech_lock:
+            if self._transcriber is None:
+                from .speech.asr import load_transcriber
+
+                self._transcriber = load_transcriber(self.config.whisper, self.home.cache_dir("whisper"),
+                                                     device=self.config.lm.device if self.config.lm.device != "auto" else "cpu")
+            return self._transcriber
+
+    def transcribe(self, audio, *, language: Optional[str] = None, name: Optional[str] = None):
+        """Audio file path or uploaded bytes -> `Transcript` (empty text with a reason for silence)."""
+        return self.transcriber.transcribe(audio, language=language, name=name)
+
+    def voice(self, persona: Persona):
+        """The persona's `Synthesizer` (config `tts:` overridden by its persona.yaml `personae.tts`), loaded once."""
+        from .speech.tts import load_synthesizer, voice_settings
+
+        return load_synthesizer(voice_settings(self.config.tts, persona), device="cpu")
+
+    def speak(self, persona: Optional[str], text: str):
+        """The persona saying `text`, cleaned for speech; returns (samples (n,) float32, sample_rate)."""
+        from .speech.text import speakable
+        from .speech.tts import voice_settings
+
+        chosen = self.persona(persona)
+        settings = voice_settings(self.config.tts, chosen)
+        clean = speakable(text, char=chosen.name, user=self.config.chat.user_name, read_actions=settings.read_actions)
+        if not clean:
+            raise ValueError("nothing to say: the text is empty once actions and markup are removed")
+        synth = self.voice(chosen)
+        return synth.synthesize(clean), synth.sample_rate
+
+    def speech_stream(self, session, sink):
+        """A `SpeechStream` that voices `session`'s persona sentence by sentence into `sink`."""
+        from .speech.stream import SpeechStream
+        from .speech.tts import voice_settings
+
+        settings = voice_settings(self.config.tts, session.persona)
+        return SpeechStream(self.voice(session.persona), sink, char=session.persona.name, user=session.user_name,
+                            read_actions=settings.read_actions)
 
     def persona(self, name_or_path: Optional[str] = None) -> Persona:
         return self.personas.get(name_or_path or self.config.chat.default_persona)

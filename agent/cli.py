@@ -34,11 +34,12 @@ def _agent(config: Optional[Path], overrides: Optional[list[str]], home: Optiona
 @app.command()
 def chat(persona: PersonaOpt = None, resume: Annotated[bool, typer.Option(help="Continue this persona's last conversation.")] = False,
          user: Annotated[Optional[str], typer.Option(help="Your name in the chat ({{user}}).")] = None,
+         voice: Annotated[bool, typer.Option(help="Speak every reply in the persona's voice as it is written.")] = False,
          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
     """Chat with a persona in the terminal; replies stream as they are written."""
     from .frontends.terminal import TerminalChat
 
-    terminal = TerminalChat(_agent(config, set, home))
+    terminal = TerminalChat(_agent(config, set, home), voice=voice)
     terminal.open(persona, resume=resume, user_name=user)
     raise typer.Exit(terminal.loop())
 
@@ -50,6 +51,28 @@ def prompt(persona: PersonaOpt = None,
            config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
     """Print the exact prompt the model would see for the next turn, with token counts per part."""
     print(_agent(config, set, home).prompt_preview(persona, message, resume=resume))
+
+
+@app.command()
+def transcribe(file: Path, language: Annotated[Optional[str], typer.Option(help="Language code such as en; default: detect.")] = None,
+               config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Print what is said in an audio file (wav, mp3, ogg/opus, webm, m4a, flac)."""
+    transcript = _agent(config, set, home).transcribe(file, language=language)
+    if transcript.text:
+        print(transcript.text)
+    else:
+        print(f"personae: no text in {file}: {transcript.reason}", file=sys.stderr)
+
+
+@app.command()
+def speak(text: str, persona: PersonaOpt = None,
+          output: Annotated[Path, typer.Option("--output", "-o", help="WAV file to write.")] = Path("speech.wav"),
+          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Write TEXT spoken in the persona's voice to a WAV file."""
+    from .speech.audio import write_wav
+
+    samples, rate = _agent(config, set, home).speak(persona, text)
+    print(f"wrote {write_wav(output, samples, rate)} ({len(samples) / rate:.1f} s)")
 
 
 @app.command("config")
@@ -101,6 +124,7 @@ def main() -> None:
     from .models.packages import MissingWeights
     from .persona.card import CardError
     from .persona.store import UnknownPersona
+    from .speech.audio import AudioError
 
     import click
 
@@ -115,7 +139,7 @@ def main() -> None:
     except MissingWeights as e:
         print(f"personae: missing weights: {e}", file=sys.stderr)
         sys.exit(3)
-    except (ConfigError, CardError, UnknownPersona, FileNotFoundError) as e:
+    except (ConfigError, CardError, UnknownPersona, AudioError, FileNotFoundError) as e:
         print(f"personae: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

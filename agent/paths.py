@@ -27,6 +27,10 @@ class Home:
     def database(self) -> Path:
         return self.data / "sessions.db"
 
+    def session_dir(self, session_id: int) -> Path:
+        """Files that belong to one conversation (spoken replies as WAV)."""
+        return self.data / "sessions" / str(session_id)
+
     def cache_dir(self, kind: str) -> Path:
         """A cache subfolder such as cache_dir("lm"); created on first use."""
         path = self.cache / kind

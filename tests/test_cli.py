@@ -88,3 +88,19 @@ def test_corrupt_card_import_touches_nothing(tmp_path):
     r = personae("persona", "import", str(bad), "--home", str(home))
     assert r.returncode == 2 and "bad.png" in r.stderr
     assert not (home / "personas").exists() or not any((home / "personas").iterdir())
+
+
+def test_speak_writes_a_wav_and_transcribe_reads_errors(tmp_path):
+    pytest.importorskip("piper")
+    out = tmp_path / "hi.wav"
+    r = personae("speak", "-p", "hale", "*adjusts spectacles* Good morning, {{user}}.", "-o", str(out),
+                 "--home", str(tmp_path / "home"))
+    assert r.returncode == 0, r.stderr
+    from agent.speech.audio import load_audio
+    assert 0.5 < len(load_audio(out, max_seconds=30)) / 16000 < 6
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    r = personae("transcribe", str(bad), "-c", TINY, "--home", str(tmp_path / "home"))
+    assert r.returncode == 2 and "notes.wav" in r.stderr and "Traceback" not in r.stderr
+    r = personae("speak", "-p", "nobody", "hi", "-o", str(out), "--home", str(tmp_path / "home"))
+    assert r.returncode == 2 and "nobody" in r.stderr

@@ -92,3 +92,8 @@ def test_empty_message_is_refused(tiny_agent):
 ])
 def test_strip_name_prefix(pieces, expected):
     assert "".join(_strip_name_prefix(iter(pieces), "Mara")) == expected
+
+
+@pytest.mark.parametrize("text", ["Mara Vell: Ahoy", "Captain Mara Vell:Ahoy", "Vell: Ahoy", "  Mara: Ahoy"])
+def test_strip_partial_name_prefix(text):
+    assert "".join(_strip_name_prefix(iter([text[:4], text[4:]]), "Captain Mara Vell")) == "Ahoy"

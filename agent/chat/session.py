@@ -31,18 +31,27 @@ def _eos_ids(tokenizer, model) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def name_prefixes(name: str) -> tuple[str, ...]:
+    """'Captain Mara Vell' -> ('Captain Mara Vell:', 'Mara Vell:', 'Vell:', 'Captain Mara:', 'Captain:', 'Mara:'), longest first."""
+    words = name.split()
+    spans = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    return tuple(sorted((f"{span}:" for span in spans), key=len, reverse=True))
+
+
 def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
-    """Drops leading whitespace and a leading 'Name:' that small models write before their line."""
-    prefix = f"{name}:"
+    """Drops leading whitespace and a leading 'Name:' (or part of the name) that small models write first."""
+    prefixes = name_prefixes(name)
     pieces = iter(pieces)
     buffer = ""
     for piece in pieces:
         buffer = (buffer + piece).lstrip()
-        if not buffer or prefix.startswith(buffer):
-            continue  # could still become the prefix
+        if not buffer or any(p.startswith(buffer) for p in prefixes):
+            continue  # could still become a prefix
         break
-    if buffer.startswith(prefix):
-        buffer = buffer[len(prefix):].lstrip()
+    for prefix in prefixes:
+        if buffer.startswith(prefix):
+            buffer = buffer[len(prefix):].lstrip()
+            break
     if buffer:
         yield buffer
     yield from pieces

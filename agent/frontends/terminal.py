@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Optional, TextIO
 
 from rich.console import Console
@@ -20,6 +21,7 @@ HELP = """commands:
   /persona NAME   switch to another persona (new conversation)
   /personas       list the personas
   /history        show this conversation
+  /listen FILE    send a voice message from an audio file (the microphone when FILE is left out)
   /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
 
 
@@ -37,11 +39,14 @@ def _ctrl_c_cancels(cancel: threading.Event):
 
 
 class TerminalChat:
-    def __init__(self, agent: Agent, *, out: TextIO = sys.stdout, err: Optional[Console] = None):
+    def __init__(self, agent: Agent, *, out: TextIO = sys.stdout, err: Optional[Console] = None, voice: bool = False):
         self.agent = agent
         self.out = out
         self.err = err or Console(stderr=True, highlight=False)
         self.session = None
+        self.voice = voice  # speak every reply, sentence by sentence, while it is written
+        self.speaker = None  # the sounddevice module when an output device exists
+        self.replies_spoken = 0
 
     def _write(self, text: str) -> None:
         self.out.write(text)
@@ -50,17 +55,39 @@ class TerminalChat:
     def _stream(self, start: Callable[[threading.Event], Iterator[str]]) -> None:
         """Writes the pieces of `start(cancel)` as they come; Ctrl-C sets `cancel`."""
         cancel = threading.Event()
+        speech, sink = self._speech() if self.voice else (None, None)
         self._write(f"{self.session.persona.name}: ")
         with _ctrl_c_cancels(cancel):
             for piece in start(cancel):
                 self._write(piece)
+                if speech:
+                    speech.feed(piece)
         self._write("\n")
+        if speech:
+            stats = speech.close()
+            for path in sink.paths:
+                self.err.print(f"[dim]audio: {path}[/dim]", highlight=False)
+            for error in stats.errors:
+                self.err.print(f"[yellow]speech failed: {error}[/yellow]", markup=False)
         if cancel.is_set():
             self.err.print("[dim](stopped; the partial reply was kept — /retry to regenerate)[/dim]")
+
+    def _speech(self):
+        from ..speech.playback import open_audio_sink
+
+        self.replies_spoken += 1
+        sink = open_audio_sink(self.agent.home.session_dir(self.session.id), self.replies_spoken, self.speaker)
+        return self.agent.speech_stream(self.session, sink), sink
 
     def open(self, persona: Optional[str], *, resume: bool, user_name: Optional[str]) -> None:
         with self.err.status("loading the model…", spinner="dots"):
             _ = self.agent.lm
+        if self.voice:
+            from ..speech.playback import output_device
+
+            self.speaker = output_device()
+            if self.speaker is None:
+                self.err.print("[dim]no audio output device: spoken replies are written as WAV files[/dim]")
         self.session = self.agent.open_session(persona, resume=resume, user_name=user_name)
         self._show_start(resumed=resume and len(self.session.messages) > 1)
 
@@ -103,6 +130,8 @@ class TerminalChat:
         elif name == "personas":
             for p in self.agent.personas.list():
                 self._write(f"{p.slug:16} {p.name}\n")
+        elif name == "listen":
+            self.listen(arg)
         elif name == "history":
             for m in self.session.messages:
                 who = self.session.persona.name if m.role == "assistant" else self.session.user_name
@@ -110,6 +139,25 @@ class TerminalChat:
         else:
             self.err.print(f"unknown command /{name}; /help lists them", markup=False)
         return True
+
+    def listen(self, path: str) -> None:
+        """Transcribes a voice message and sends its text as the user's turn."""
+        from ..speech.audio import AudioError
+
+        if not path:
+            self.err.print("usage: /listen FILE  (microphone capture needs an input device; none is used here)")
+            return
+        try:
+            with self.err.status("transcribing…", spinner="dots"):
+                transcript = self.agent.transcribe(Path(path).expanduser())
+        except AudioError as e:
+            self.err.print(str(e), markup=False)
+            return
+        if not transcript.text:
+            self.err.print(f"(nothing heard in {path}: {transcript.reason})", markup=False)
+            return
+        self._write(f"{self.session.user_name} (voice): {transcript.text}\n")
+        self.turn(transcript.text)
 
     def turn(self, text: str) -> None:
         self._stream(lambda cancel: self.session.reply(text, cancel=cancel))

@@ -1,0 +1,1 @@
+"""Speech in and out: decoding audio files, Whisper transcription, text-to-speech."""
