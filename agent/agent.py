@@ -25,8 +25,13 @@ class Agent:
         self._lm = lm
         self._lm_lock = threading.Lock()
         self._transcriber = None
-        self._voices: dict = {}  # VoiceSettings -> loaded synthesizer
         self._speech_lock = threading.Lock()
+        self._adapter = None
+        self._soft: dict = {}  # persona slug -> (K, d) soft prompt
+        self._embedding_lock = threading.Lock()
+        from .chat.prefix import PrefixCache
+
+        self.prefixes = PrefixCache()
 
     @property
     def lm(self):
@@ -87,6 +92,56 @@ class Agent:
         return SpeechStream(self.voice(session.persona), sink, char=session.persona.name, user=session.user_name,
                             read_actions=settings.read_actions)
 
+    def _adapter_path(self) -> Path:
+        path = Path(self.config.embedding.adapter).expanduser()
+        if not path.is_absolute() and not path.exists():
+            from .paths import REPO_ROOT
+
+            path = REPO_ROOT / path
+        if not path.is_file():
+            from .models.packages import MissingWeights
+
+            raise MissingWeights(f"embedding.adapter {self.config.embedding.adapter!r}: no file at {path}; "
+                                 f"train one with `personae train` or set embedding.conditioning=card")
+        return path
+
+    def _persona_encoder(self):
+        from .embedding.encoders import PersonaEncoder
+        from .models.packages import MissingWeights
+
+        cfg = self.config
+        clip = None
+        if cfg.clip.enabled and cfg.encoder.image_enabled:
+            from .models.clip import load_clip
+
+            try:
+                clip = load_clip(cfg.clip.model, cfg.clip.pretrained)
+            except MissingWeights as e:  # the portrait is masked out, as the issue asks; say so once
+                import sys
+                print(f"[personae] no CLIP weights, portraits are not used: {e}", file=sys.stderr)
+        whisper_model = self.transcriber.model if cfg.encoder.audio_enabled else None
+        return PersonaEncoder(cfg.encoder, self.lm, whisper_model=whisper_model, whisper_source=cfg.whisper.name_or_path,
+                              clip=clip, clip_source=f"{cfg.clip.model} {cfg.clip.pretrained}")
+
+    def soft_prompt(self, persona: Persona):
+        """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None when conditioning is card."""
+        if self.config.embedding.conditioning == "card":
+            return None
+        with self._embedding_lock:
+            if persona.slug not in self._soft:
+                import torch
+
+                from .embedding.cache import EmbeddingCache
+                from .embedding.fusion import load_adapter
+
+                if self._adapter is None:
+                    self._adapter = (load_adapter(self._adapter_path()), self._persona_encoder())
+                adapter, encoder = self._adapter
+                modalities = EmbeddingCache(self.home.cache_dir("embeddings")).encode(persona, encoder)
+                with torch.inference_mode():
+                    self._soft[persona.slug] = adapter.soft_prompt(modalities).to(self.lm.model.dtype)
+            return self._soft[persona.slug]
+
     def persona(self, name_or_path: Optional[str] = None) -> Persona:
         return self.personas.get(name_or_path or self.config.chat.default_persona)
 
@@ -105,7 +160,8 @@ class Agent:
             if session_id is None:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
         return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=self.history,
-                           chat=self.config.chat, user_name=user)
+                           chat=self.config.chat, user_name=user, soft=self.soft_prompt(chosen),
+                           with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes)
 
     def prompt_preview(self, persona: Optional[str] = None, message: Optional[str] = None, *,
                        resume: bool = False, user_name: Optional[str] = None) -> str:
@@ -121,5 +177,8 @@ class Agent:
             history.append(Message("user", message))
         lm = self.lm
         budget = min(self.config.chat.context_tokens, lm.context_length) - self.config.chat.max_new_tokens
-        prompt = fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget)
+        soft = self.soft_prompt(chosen)
+        prompt = fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget,
+                            soft_tokens=0 if soft is None else soft.shape[0],
+                            with_card=self.config.embedding.conditioning != "soft")
         return annotate(prompt, lm.tokenizer)

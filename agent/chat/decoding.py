@@ -6,6 +6,7 @@ into text pieces, stopping at end-of-turn tokens and stop strings. The reply tex
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import threading
 import time
@@ -25,6 +26,22 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+def embed_ids(model: torch.nn.Module, ids: torch.Tensor, soft: Optional[torch.Tensor]) -> torch.Tensor:
+    """Token embeddings for ids (B, T), with placeholder ids -1..-K replaced by soft[0..K-1].
+
+    soft: (K, d) persona soft-prompt vectors. Returns inputs_embeds (B, T, d) in the model's dtype.
+    """
+    table = model.get_input_embeddings()
+    embeds = table(ids.clamp(min=0))  # (B, T, d)
+    slots = ids < 0
+    if slots.any():
+        if soft is None:
+            raise ValueError("the prompt has soft-prompt slots but no soft prompt was given")
+        embeds = embeds.clone()
+        embeds[slots] = soft.to(embeds.dtype)[(-ids[slots] - 1)]
+    return embeds
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -53,8 +70,9 @@ class CachedDecoder:
     Not thread-safe: one decoder per session, driven by one thread at a time.
     """
 
-    def __init__(self, model: torch.nn.Module, *, reuse_cache: bool = True):
+    def __init__(self, model: torch.nn.Module, *, reuse_cache: bool = True, soft: Optional[torch.Tensor] = None):
         self.model = model
+        self.soft = soft  # (K, d) vectors for the prompt's placeholder ids -1..-K, or None
         self._cache_kwarg = cache_kwarg(model)
         self.device = next(model.parameters()).device
         self.reuse_cache = reuse_cache  # False recomputes every prompt from scratch (for benchmarks/tests)
@@ -63,6 +81,18 @@ class CachedDecoder:
 
     def reset(self) -> None:
         self.cache, self.ids = None, []
+
+    def adopt(self, ids: list[int], cache) -> None:
+        """Starts from a copy of another decoder's state (a persona's shared prefix); `cache` is not modified."""
+        self.cache, self.ids = copy.deepcopy(cache), list(ids)
+
+    def snapshot(self, length: int):
+        """(ids, cache) of the first `length` cached tokens, as an independent copy."""
+        length = min(length, len(self.ids))
+        cache = copy.deepcopy(self.cache)
+        if length < len(self.ids):
+            cache.crop(length - len(self.ids))
+        return self.ids[:length], cache
 
     @torch.inference_mode()
     def _forward(self, new_ids: list[int]) -> torch.Tensor:
@@ -75,8 +105,11 @@ class CachedDecoder:
             logits = None
             for start in range(0, len(new_ids), PREFILL_CHUNK):
                 chunk = torch.tensor([new_ids[start:start + PREFILL_CHUNK]], device=self.device)  # (1, T)
-                out = self.model(input_ids=chunk, use_cache=True, logits_to_keep=1,
-                                 **{self._cache_kwarg: self.cache})
+                if chunk.min() < 0:  # soft-prompt slots: feed embeddings instead of ids
+                    inputs = {"inputs_embeds": embed_ids(self.model, chunk, self.soft)}
+                else:
+                    inputs = {"input_ids": chunk}
+                out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self.cache})
                 logits = out.logits[0, -1]  # (vocab,)
                 self.ids.extend(new_ids[start:start + PREFILL_CHUNK])
         except BaseException:

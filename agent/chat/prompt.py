@@ -25,8 +25,17 @@ class Message:
     content: str
 
 
-def system_prompt(card: CharacterCard, user: str) -> str:
-    """The system turn: the card's system prompt (or ours; `{{original}}` inserts ours) and its fields."""
+CONDITIONINGS = ("card", "soft", "soft+card")  # card text only | soft prompts only | both
+SOFT_SLOT = "\u2063personae-soft-prompt\u2063"  # marks where the soft vectors go in the rendered text
+
+
+def system_prompt(card: CharacterCard, user: str, *, with_card: bool = True) -> str:
+    """The system turn: the card's system prompt (or ours; `{{original}}` inserts ours) and its fields.
+
+    with_card=False keeps only our one-line instruction: the soft prompt carries the character.
+    """
+    if not with_card:
+        return substitute(DEFAULT_SYSTEM_PROMPT, char=card.name, user=user)
     main = card.system_prompt.replace("{{original}}", DEFAULT_SYSTEM_PROMPT) if card.system_prompt.strip() \
         else DEFAULT_SYSTEM_PROMPT
     parts = [main, card.description]
@@ -55,14 +64,14 @@ def stop_strings(card: CharacterCard, user: str) -> list[str]:
             "<end_of_turn>", "</s>"]
 
 
-def build_messages(card: CharacterCard, history: Sequence[Message], user: str) -> list[dict]:
+def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *, with_card: bool = True) -> list[dict]:
     """history: greeting first, then alternating user/assistant turns; the last one is usually the new user turn.
 
     The card's post-history instructions follow every user turn, not only the newest: each earlier
     reply then sits in the same context it was written in, and the prompt of turn N extends the
     prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
     """
-    messages = [{"role": "system", "content": system_prompt(card, user)}]
+    messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card)}]
     phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user)
     for m in history:
         messages.append({"role": m.role, "content": m.content})
@@ -71,11 +80,27 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str) -
     return messages
 
 
-def render(tokenizer, messages: list[dict]) -> tuple[str, list[int]]:
-    """The chat template applied with the assistant's turn opened; returns (text, ids)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return text, list(ids)
+def render(tokenizer, messages: list[dict], soft_tokens: int = 0,
+           add_generation_prompt: bool = True) -> tuple[str, list[int]]:
+    """The chat template applied (with the assistant's turn opened); returns (text, ids).
+
+    soft_tokens=K puts K placeholder ids -1..-K at the start of the system turn's content: the decoder
+    swaps them for the persona's soft-prompt vectors. The text marks the slot as `[soft prompt: K]`.
+    """
+    if soft_tokens:
+        messages = [{**messages[0], "content": SOFT_SLOT + messages[0]["content"]}] + list(messages[1:])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    if not soft_tokens:
+        return text, list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    before, after = text.split(SOFT_SLOT, 1)
+    ids = list(tokenizer(before, add_special_tokens=False)["input_ids"]) + soft_placeholders(soft_tokens) + \
+        list(tokenizer(after, add_special_tokens=False)["input_ids"])
+    return before + f"[soft prompt: {soft_tokens} vectors]" + after, ids
+
+
+def soft_placeholders(k: int) -> list[int]:
+    """Placeholder ids for K soft vectors: -1 is vector 0, -2 vector 1, ..."""
+    return [-(i + 1) for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -88,7 +113,7 @@ class Prompt:
 
 
 def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user: str, *,
-               budget: int, kept_from: int = 1) -> Prompt:
+               budget: int, kept_from: int = 1, soft_tokens: int = 0, with_card: bool = True) -> Prompt:
     """Renders the prompt within `budget` tokens, dropping the oldest whole turns after the greeting.
 
     kept_from: where the previous turn's prompt started; it only moves forward, so the cached prefix
@@ -98,8 +123,8 @@ def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user:
 
     def attempt(start: int) -> Prompt:
         kept = list(history[:pinned]) + list(history[start:])
-        messages = build_messages(card, kept, user)
-        text, ids = render(tokenizer, messages)
+        messages = build_messages(card, kept, user, with_card=with_card)
+        text, ids = render(tokenizer, messages, soft_tokens)
         return Prompt(text, ids, start, start - pinned, messages)
 
     kept_from = max(pinned, min(kept_from, _last_turn_start(history)))
@@ -135,11 +160,12 @@ def _next_turn_start(history: Sequence[Message], start: int) -> int:
     return len(history)
 
 
-def annotate(prompt: Prompt, tokenizer, soft_slots: Optional[int] = None) -> str:
+def annotate(prompt: Prompt, tokenizer) -> str:
     """A card author's view of `prompt`: token counts per message, then the exact text."""
     lines = []
-    if soft_slots:
-        lines.append(f"[soft prompt: {soft_slots} vectors at the start of the system turn]")
+    soft = sum(1 for i in prompt.ids if i < 0)
+    if soft:
+        lines.append(f"[soft prompt: {soft} vectors at the start of the system turn]")
     for m in prompt.messages:
         n = len(tokenizer(m["content"], add_special_tokens=False)["input_ids"])
         lines.append(f"[{m['role']}: {n} tokens]")

@@ -24,7 +24,7 @@ def sample_next(logits: torch.Tensor, options: SamplingOptions, context_ids: Seq
     logits = logits.clone()
     if options.repetition_penalty != 1.0 and context_ids:
         seen = torch.tensor(sorted(set(context_ids)), dtype=torch.long, device=logits.device)
-        seen = seen[seen < logits.shape[0]]
+        seen = seen[(seen >= 0) & (seen < logits.shape[0])]  # soft-prompt slots are negative
         picked = logits[seen]
         logits[seen] = torch.where(picked > 0, picked / options.repetition_penalty,
                                    picked * options.repetition_penalty)

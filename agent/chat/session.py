@@ -11,9 +11,10 @@ from typing import Iterator, Optional
 from ..config import ChatConfig
 from ..models.lm import LoadedLM
 from ..persona.store import Persona
-from .decoding import CachedDecoder, DecodeStats, ReplyStream
+from .decoding import CachedDecoder, DecodeStats, ReplyStream, common_prefix_length
 from .history import HistoryStore
-from .prompt import Message, Prompt, fit_prompt, stop_strings
+from .prefix import PrefixCache
+from .prompt import Message, Prompt, fit_prompt, render, stop_strings
 from .sampling import SamplingOptions
 
 
@@ -59,14 +60,18 @@ def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
 
 class ChatSession:
     def __init__(self, *, persona: Persona, session_id: int, lm: LoadedLM, store: HistoryStore,
-                 chat: ChatConfig, user_name: str, decoder: Optional[CachedDecoder] = None):
+                 chat: ChatConfig, user_name: str, decoder: Optional[CachedDecoder] = None,
+                 soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None):
         self.persona = persona
         self.id = session_id
         self.lm = lm
         self.store = store
         self.chat = chat
         self.user_name = user_name
-        self.decoder = decoder or CachedDecoder(lm.model)
+        self.soft = soft  # (K, d) persona soft prompt, or None
+        self.with_card = with_card  # False: the soft prompt stands in for the card text
+        self.prefixes = prefixes  # shared persona-prefix KV caches
+        self.decoder = decoder or CachedDecoder(lm.model, soft=soft)
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
@@ -86,12 +91,26 @@ class ChatSession:
 
     def prompt_for(self, history: list[Message]) -> Prompt:
         prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
-                            budget=self.budget, kept_from=self.kept_from)
+                            budget=self.budget, kept_from=self.kept_from, with_card=self.with_card,
+                            soft_tokens=0 if self.soft is None else self.soft.shape[0])
         self.kept_from = prompt.kept_from
         return prompt
 
+    def _prefix_ids(self, prompt: Prompt) -> list[int]:
+        """The persona's fixed prefix of `prompt`: the system turn and the greeting."""
+        fixed = prompt.messages[:2] if len(prompt.messages) > 1 and prompt.messages[1]["role"] == "assistant" \
+            else prompt.messages[:1]
+        _, ids = render(self.lm.tokenizer, fixed, 0 if self.soft is None else self.soft.shape[0],
+                        add_generation_prompt=False)
+        return prompt.ids[:common_prefix_length(ids, prompt.ids)]
+
     def _generate(self, history: list[Message], cancel: Optional[threading.Event]) -> Iterator[str]:
         prompt = self.prompt_for(history)
+        shared = None
+        if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
+            shared = self._prefix_ids(prompt)
+            if self.prefixes.seed(self.decoder, self.persona.slug, shared):
+                shared = None  # adopted: nothing to remember
         stream = ReplyStream(self.decoder, self.lm.tokenizer, prompt.ids, self.sampling,
                              stop_strings(self.persona.card, self.user_name), cancel)
         text = ""
@@ -100,6 +119,8 @@ class ChatSession:
             yield piece
         self.last_stats = stream.stats
         self._last_text = text.strip()
+        if shared:
+            self.prefixes.remember(self.decoder, self.persona.slug, shared)
 
     def reply(self, text: str, *, cancel: Optional[threading.Event] = None) -> Iterator[str]:
         """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled)."""
