@@ -8,3 +8,7 @@ test:  ## the whole suite; real-weight tests marked slow skip when the weights a
 
 test-fast:
 	python3 -m pytest -q -m "not slow"
+
+bench:  ## the benchmarks (minutes each; see benchmarks/README.md)
+	python3 benchmarks/chat_latency.py
+	python3 benchmarks/voice_latency.py

@@ -61,3 +61,31 @@ def test_missing_file_and_invalid_yaml(tmp_path):
     bad.write_text("chat: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
         load_config(bad)
+
+
+def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatch):
+    """configs/gpu.yaml names weights that are not on this machine: each loader says so within seconds."""
+    import time
+
+    from agent.models.clip import load_clip
+    from agent.models.lm import load_lm
+    from agent.models.packages import MissingWeights
+    from agent.models.whisper import load_whisper
+    from agent.speech.tts import load_synthesizer, voice_settings
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TTS_HOME", str(tmp_path / "tts"))
+    config = load_config(CONFIGS / "gpu.yaml")
+    attempts = {
+        "lm": lambda: load_lm(config.lm.name_or_path, dtype=config.lm.dtype, device="cpu"),
+        "whisper": lambda: load_whisper(config.whisper.name_or_path),
+        "clip": lambda: load_clip(config.clip.model, config.clip.pretrained),
+        "tts": lambda: load_synthesizer(voice_settings(config.tts)),
+    }
+    for name, attempt in attempts.items():
+        start = time.perf_counter()
+        with pytest.raises(MissingWeights) as e:
+            attempt()
+        assert time.perf_counter() - start < 10, name
+        assert len(str(e.value)) > 30, name

@@ -144,12 +144,14 @@ class TerminalChat:
         """Transcribes a voice message and sends its text as the user's turn."""
         from ..speech.audio import AudioError
 
-        if not path:
-            self.err.print("usage: /listen FILE  (microphone capture needs an input device; none is used here)")
-            return
         try:
-            with self.err.status("transcribing…", spinner="dots"):
-                transcript = self.agent.transcribe(Path(path).expanduser())
+            if path:
+                with self.err.status("transcribing…", spinner="dots"):
+                    transcript = self.agent.transcribe(Path(path).expanduser())
+            else:
+                transcript = self._record()
+                if transcript is None:
+                    return
         except AudioError as e:
             self.err.print(str(e), markup=False)
             return
@@ -158,6 +160,19 @@ class TerminalChat:
             return
         self._write(f"{self.session.user_name} (voice): {transcript.text}\n")
         self.turn(transcript.text)
+
+    def _record(self):
+        """A voice message from the microphone, recorded until Enter; None when there is no microphone."""
+        from ..speech.playback import input_device, record_until_enter
+
+        microphone = input_device()
+        if microphone is None:
+            self.err.print("no microphone found (it needs `pip install sounddevice` and an input device); "
+                           "use /listen FILE", markup=False)
+            return None
+        samples = record_until_enter(microphone, lambda: input("recording… press Enter to stop "))
+        with self.err.status("transcribing…", spinner="dots"):
+            return self.agent.transcriber.transcribe_samples(samples)
 
     def turn(self, text: str) -> None:
         self._stream(lambda cancel: self.session.reply(text, cancel=cancel))

@@ -92,8 +92,14 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str) -> LoadedLM:
         ggufs = sorted(folder.glob("*.gguf"))
         hint = f"; it holds {ggufs[0].name}: pass that file instead" if ggufs else ""
         raise MissingWeights(f"LM folder {folder} has no config.json{hint}")
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    hf_logging.disable_progress_bar()  # a local load takes a second; its bar is noise at every chat start
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    finally:
+        hf_logging.enable_progress_bar()
     return LoadedLM(_freeze(model, dtype, device), tokenizer, str(folder))
 
 

@@ -57,5 +57,24 @@ def output_device() -> Optional[object]:
         return None
 
 
+def input_device() -> Optional[object]:
+    """The sounddevice module when it sees a microphone, else None."""
+    try:
+        import sounddevice
+        sounddevice.query_devices(kind="input")
+        return sounddevice
+    except Exception:
+        return None
+
+
+def record_until_enter(sounddevice, wait: Callable[[], object], sample_rate: int = 16000) -> np.ndarray:
+    """Records the microphone until `wait()` returns (the user pressed Enter); returns (n,) float32."""
+    frames: list[np.ndarray] = []
+    with sounddevice.InputStream(samplerate=sample_rate, channels=1, dtype="float32",
+                                 callback=lambda data, *_: frames.append(data[:, 0].copy())):
+        wait()
+    return np.concatenate(frames) if frames else np.zeros(0, np.float32)
+
+
 def open_audio_sink(folder: Path, reply_index: int, speaker=None) -> Callable:
     return SpeakerSink(speaker) if speaker is not None else WavFolderSink(folder, reply_index)
