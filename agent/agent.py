@@ -146,20 +146,27 @@ class Agent:
         return self.personas.get(name_or_path or self.config.chat.default_persona)
 
     def open_session(self, persona: Optional[str] = None, *, resume: bool = False, channel: Optional[str] = None,
-                     user_name: Optional[str] = None, session_id: Optional[int] = None):
-        """A `ChatSession` with `persona`: a new one (greeted), or with `resume` the latest of that persona/channel."""
+                     user_name: Optional[str] = None, session_id: Optional[int] = None, save: bool = True):
+        """A `ChatSession` with `persona`: a new one (greeted), or with `resume` the latest of that persona/channel.
+
+        save=False: a session that writes nothing and starts empty (stateless API requests).
+        """
+        from .chat.history import UnsavedHistory
         from .chat.prompt import greeting
         from .chat.session import ChatSession
 
         user = user_name or self.config.chat.user_name
-        if session_id is not None:
+        store = self.history
+        if not save:
+            chosen, session_id, store = self.persona(persona), 0, UnsavedHistory()
+        elif session_id is not None:
             chosen = self.personas.get(self.history.session_persona(session_id))
         else:
             chosen = self.persona(persona)
             session_id = self.history.latest_session(chosen.slug, channel) if resume else None
             if session_id is None:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
-        return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=self.history,
+        return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=store,
                            chat=self.config.chat, user_name=user, soft=self.soft_prompt(chosen),
                            with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes)
 

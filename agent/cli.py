@@ -75,6 +75,17 @@ def speak(text: str, persona: PersonaOpt = None,
     print(f"wrote {write_wav(output, samples, rate)} ({len(samples) / rate:.1f} s)")
 
 
+@app.command()
+def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1, env PERSONAE_HOST); "
+                                                           "any but loopback needs PERSONAE_API_KEY.")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default 8000, env PERSONAE_PORT; 0 picks a free one).")] = None,
+          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Serve every persona as a model over an OpenAI-compatible HTTP API (chat, speech, card import/export)."""
+    from .server import serve as run_server
+
+    run_server(_agent(config, set, home), host=host, port=port)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set: SetOpt = None):
     """Print the effective configuration as YAML (defaults, file and overrides merged)."""

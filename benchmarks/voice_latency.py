@@ -131,23 +131,29 @@ def bench_asr(agent: Agent, folder: Path, repeats: int) -> dict:
         clips.append((name, text, samples, decode))
     log("ASR warm-up (untimed)")
     transcriber.transcribe_samples(clips[0][2], language="en")
+    modes = (("en", "en"), ("auto", None))
+    times: dict = {(name, mode): [] for name, *_ in clips for mode, _ in modes}
+    results = {}
+    for _ in range(repeats):  # round robin, so a burst of other work on the machine can't hit every take of one
+        for name, text, samples, decode in clips:
+            for mode, language in modes:
+                start = time.perf_counter()
+                results[name, mode] = transcriber.transcribe_samples(samples, language=language)
+                times[name, mode].append(time.perf_counter() - start)
     rows = []
     for name, text, samples, decode in clips:
         seconds = len(samples) / ASR_RATE
-        for mode, language in (("en", "en"), ("auto", None)):
-            times, result = [], None
-            for _ in range(repeats):
-                start = time.perf_counter()
-                result = transcriber.transcribe_samples(samples, language=language)
-                times.append(time.perf_counter() - start)
+        for mode, _ in modes:
+            best, result = min(times[name, mode]), results[name, mode]
             errors = word_errors(text, result.text)
             rows.append({"clip": name, "mode": mode, "audio_seconds": seconds, "decode_seconds": decode,
-                         "whisper_seconds": min(times), "whisper_seconds_all": times,
-                         "rtf": min(times) / seconds, "rtf_with_decode": (min(times) + decode) / seconds,
+                         "whisper_seconds": best, "whisper_seconds_all": times[name, mode],
+                         "rtf": best / seconds, "rtf_with_decode": (best + decode) / seconds,
                          "language": result.language, "reference": text, "transcript": result.text,
                          "word_errors": errors, "reference_words": len(words(text))})
-            log(f"ASR {name:6s} {mode:4s}: {seconds:5.2f} s audio, whisper {min(times):5.2f} s "
-                f"(RTF {min(times) / seconds:.2f}), {result.language}, {errors} word errors")
+            log(f"ASR {name:6s} {mode:4s}: {seconds:5.2f} s audio, whisper "
+                f"{', '.join(f'{t:.2f}' for t in times[name, mode])} s (best RTF {best / seconds:.2f}), "
+                f"{result.language}, {errors} word errors")
     summary = {}
     for mode in ("en", "auto"):
         chosen = [r for r in rows if r["mode"] == mode]
@@ -206,54 +212,67 @@ def save_tiny_vits(folder: Path, sample_rate: int = 16000) -> None:
     torch.save({"model": model.state_dict()}, folder / "model.pth")
 
 
-def time_voice(label: str, settings, repeats: int) -> dict:
-    """TTS_SENTENCES one at a time, `repeats` times: the engine with pitch 0, then shift_pitch on its output
-    (together what the engine's synthesize does at `settings`); then one pass of the synthesizer as the app
-    loads it, as a check. Reports the repeat with the lowest total time per audio second."""
+def prepare_voice(label: str, settings) -> dict:
+    """Loads the voice at `settings` twice: with pitch 0 (the engine alone) and as the app does; warms it up."""
     raw = load_synthesizer(dataclasses.replace(settings, pitch_semitones=0.0))
     app = load_synthesizer(settings)
-    raw.synthesize("Warm up.")
-    takes = []
-    for _ in range(repeats):
-        sentences = []
-        for text in TTS_SENTENCES:
-            start = time.perf_counter()
-            audio = raw.synthesize(text)
-            engine = time.perf_counter() - start
-            start = time.perf_counter()
-            shift_pitch(audio, raw.sample_rate, settings.pitch_semitones)
-            pitch = time.perf_counter() - start
-            sentences.append({"text": text, "audio_seconds": len(audio) / raw.sample_rate,
-                              "engine_seconds": engine, "pitch_seconds": pitch})
-        takes.append(sentences)
-    audio_of = lambda take: sum(s["audio_seconds"] for s in take)  # noqa: E731
-    total_of = lambda take: sum(s["engine_seconds"] + s["pitch_seconds"] for s in take)  # noqa: E731
-    best = min(takes, key=lambda take: total_of(take) / max(audio_of(take), 1e-9))
-    check_time = check_audio = 0.0
+    raw.synthesize(max(TTS_SENTENCES, key=len))  # warm-up: first calls and new input sizes cost extra
+    return {"label": label, "settings": settings, "raw": raw, "app": app, "takes": []}
+
+
+def take(voice: dict) -> list[dict]:
+    """TTS_SENTENCES one call each: the engine at pitch 0, then shift_pitch on its output (together what the
+    engine's synthesize does at the voice's settings)."""
+    raw, semitones = voice["raw"], voice["settings"].pitch_semitones
+    sentences = []
     for text in TTS_SENTENCES:
         start = time.perf_counter()
-        check_audio += len(app.synthesize(text)) / app.sample_rate
-        check_time += time.perf_counter() - start
+        audio = raw.synthesize(text)
+        engine = time.perf_counter() - start
+        start = time.perf_counter()
+        shift_pitch(audio, raw.sample_rate, semitones)
+        pitch = time.perf_counter() - start
+        sentences.append({"text": text, "audio_seconds": len(audio) / raw.sample_rate,
+                          "engine_seconds": engine, "pitch_seconds": pitch})
+    return sentences
+
+
+def app_check(voice: dict) -> float:
+    """One pass of the synthesizer as personae loads it (pitch included): its RTF."""
+    app, seconds, audio = voice["app"], 0.0, 0.0
+    for text in TTS_SENTENCES:
+        start = time.perf_counter()
+        audio += len(app.synthesize(text)) / app.sample_rate
+        seconds += time.perf_counter() - start
+    return seconds / audio
+
+
+def voice_row(voice: dict, check_rtf: float) -> dict:
+    """The voice's take with the lowest total time per audio second."""
+    audio_of = lambda t: sum(s["audio_seconds"] for s in t)  # noqa: E731
+    total_of = lambda t: sum(s["engine_seconds"] + s["pitch_seconds"] for s in t)  # noqa: E731
+    best = min(voice["takes"], key=lambda t: total_of(t) / max(audio_of(t), 1e-9))
     audio = audio_of(best)
     engine = sum(s["engine_seconds"] for s in best)
     pitch = sum(s["pitch_seconds"] for s in best)
-    row = {"label": label, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-           "sample_rate": raw.sample_rate, "sentences": len(TTS_SENTENCES), "audio_seconds": audio,
-           "engine_seconds": engine, "pitch_seconds": pitch, "total_seconds": engine + pitch,
-           "rtf_engine": engine / audio, "rtf_total": (engine + pitch) / audio,
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(voice["settings"]).items()}
+    row = {"label": voice["label"], "settings": settings, "sample_rate": voice["raw"].sample_rate,
+           "sentences": len(TTS_SENTENCES), "audio_seconds": audio, "engine_seconds": engine, "pitch_seconds": pitch,
+           "total_seconds": engine + pitch, "rtf_engine": engine / audio, "rtf_total": (engine + pitch) / audio,
+           "rtf_total_all_takes": [total_of(t) / audio_of(t) for t in voice["takes"]],
            "max_sentence_seconds": max(s["engine_seconds"] + s["pitch_seconds"] for s in best),
-           "app_rtf": check_time / check_audio, "best_take": best, "takes": takes}
-    log(f"TTS {label}: {audio:.1f} s audio, engine {engine:.2f} s + pitch {pitch:.2f} s, "
-        f"RTF {row['rtf_total']:.3f} (app check {row['app_rtf']:.3f})")
+           "app_rtf": check_rtf, "best_take": best, "takes": voice["takes"]}
+    log(f"TTS {voice['label']}: {audio:.1f} s audio, engine {engine:.2f} s + pitch {pitch:.2f} s, best RTF "
+        f"{row['rtf_total']:.3f} (takes {', '.join(f'{x:.3f}' for x in row['rtf_total_all_takes'])}; "
+        f"app check {check_rtf:.3f})")
     return row
 
 
 def bench_tts(agent: Agent, folder: Path, repeats: int) -> dict:
-    rows = []
+    voices = []
     for slug in SHIPPED_VOICES:
-        persona = agent.persona(slug)
-        settings = voice_settings(agent.config.tts, persona)
-        rows.append(time_voice(f"piper joe, {slug}", settings, repeats))
+        settings = voice_settings(agent.config.tts, agent.persona(slug))
+        voices.append(prepare_voice(f"piper joe, {slug}", settings))
     coqui = {"skipped": None}
     try:
         import TTS.tts.models.vits  # noqa: F401
@@ -264,10 +283,15 @@ def bench_tts(agent: Agent, folder: Path, repeats: int) -> dict:
         save_tiny_vits(folder / "tiny-vits")
         mara = voice_settings(agent.config.tts, agent.persona("mara"))
         settings = dataclasses.replace(mara, engine="coqui", voice=str(folder / "tiny-vits"))
-        row = time_voice("coqui tiny RANDOM VITS, mara", settings, repeats)
-        row["random_tiny_model"] = True
-        row["parameters"] = sum(p.numel() for p in load_synthesizer(settings).engine.tts_model.parameters())
-        rows.append(row)
+        voices.append(prepare_voice("coqui tiny RANDOM VITS, mara", settings))
+        coqui["parameters"] = sum(p.numel() for p in voices[-1]["raw"].engine.tts_model.parameters())
+    for _ in range(repeats):  # round robin over the voices, as for ASR
+        for voice in voices:
+            voice["takes"].append(take(voice))
+    checks = [app_check(voice) for voice in voices]
+    rows = [voice_row(voice, check) for voice, check in zip(voices, checks)]
+    if coqui["skipped"] is None:
+        rows[-1]["random_tiny_model"] = True
     return {"sentences": TTS_SENTENCES, "repeats": repeats, "voices": rows, "coqui": coqui}
 
 
@@ -288,7 +312,7 @@ def print_tts(tts: dict) -> None:
     if tts["coqui"]["skipped"]:
         print(f"coqui: skipped, {tts['coqui']['skipped']}")
     else:
-        params = next(r["parameters"] for r in tts["voices"] if r.get("random_tiny_model"))
+        params = tts["coqui"]["parameters"]
         print(f"NOTE coqui: a tiny RANDOMLY INITIALISED VITS ({params / 1e3:.0f}k parameters, built as "
               f"tests/test_tts.py does), because no Coqui weights are available offline. It says nothing "
               f"intelligible and its durations are random; its RTF is only a lower bound on the engine's overhead "
@@ -333,6 +357,7 @@ class SpokenTurn:
     reply: str
     new_tokens: int
     ttft: float  # LM time to first token (DecodeStats)
+    decode_tps: float  # LM tokens/s after the first (DecodeStats): low when TTS or other processes take the CPUs
     reply_done: float  # seconds from the end of the user's turn until the last reply piece
     first_audio: Optional[float]  # seconds from the end of the user's turn until the first audio was ready
     all_audio: Optional[float]  # until all of the reply's audio was ready
@@ -359,7 +384,8 @@ def streamed_turn(agent: Agent, session, text: str) -> SpokenTurn:
     all_audio = time.perf_counter() - start
     st = session.last_stats
     since = lambda t: None if t is None else t - start  # noqa: E731
-    return SpokenTurn("streamed", "".join(pieces).strip(), st.new_tokens, st.time_to_first_token, reply_done,
+    return SpokenTurn("streamed", "".join(pieces).strip(), st.new_tokens, st.time_to_first_token,
+                      st.decode_tokens_per_second, reply_done,
                       since(stats.first_audio_at), all_audio if stats.sentences else None,
                       since(timed.first_started), timed.first_seconds, stats.synth_seconds, sink.seconds,
                       sink.chunks, list(stats.errors))
@@ -379,8 +405,8 @@ def whole_turn(agent: Agent, session, text: str) -> SpokenTurn:
     except ValueError as e:  # nothing speakable in the reply
         errors.append(str(e))
     st = session.last_stats
-    return SpokenTurn("whole", reply.strip(), st.new_tokens, st.time_to_first_token, reply_done, first_audio,
-                      first_audio, None, None, synth, sink.seconds, sink.chunks, errors)
+    return SpokenTurn("whole", reply.strip(), st.new_tokens, st.time_to_first_token, st.decode_tokens_per_second,
+                      reply_done, first_audio, first_audio, None, None, synth, sink.seconds, sink.chunks, errors)
 
 
 def bench_turns(agent: Agent, persona: str, turns: list[str]) -> dict:
@@ -418,6 +444,8 @@ def summarize_turns(results: list[dict]) -> dict:
         s[f"{mode}_audio_seconds"] = sum(figures(mode, "audio_seconds"))
         s[f"{mode}_synth_seconds"] = sum(figures(mode, "synth_seconds"))
         s[f"{mode}_new_tokens"] = sum(figures(mode, "new_tokens"))
+        rates = [r for r in figures(mode, "decode_tps") if r > 0]
+        s[f"{mode}_decode_tps_mean"] = statistics.mean(rates) if rates else None
     both = [r for r in results if r["streamed"].first_audio is not None and r["whole"].first_audio is not None]
     s["first_audio_saved_mean"] = statistics.mean(r["whole"].first_audio - r["streamed"].first_audio
                                                   for r in both) if both else None
@@ -431,6 +459,10 @@ def summarize_turns(results: list[dict]) -> dict:
     return s
 
 
+def _f(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _s(x: Optional[float], width: int = 6) -> str:
     return f"{'—':>{width}} " if x is None else f"{x:>{width}.2f}s"
 
@@ -438,32 +470,36 @@ def _s(x: Optional[float], width: int = 6) -> str:
 def print_turns(spoken: dict, max_new_tokens: int) -> None:
     print(f"== 3. End of the user's turn -> first audio: persona {spoken['persona']}, greedy, "
           f"max {max_new_tokens} new tokens ==")
-    print(f"{'':>4} {'':>4} {'':>6} | {'streamed (speech_stream fed piece by piece)':^43} | "
-          f"{'whole reply, then agent.speak':^30} |")
-    print(f"{'turn':>4} {'new':>4} {'TTFT':>6}  | {'1st sent':>7} {'synth':>6} {'1st aud':>7} {'reply':>7} "
-          f"{'all aud':>7} {'audio':>6} | {'reply':>7} {'synth':>6} {'1st aud':>7} {'audio':>6} | same")
+    print(f"{'':>4} {'':>4} {'':>6} | {'streamed: speech_stream fed piece by piece':^51} | "
+          f"{'whole reply, then agent.speak':^35} |")
+    print(f"{'turn':>4} {'new':>4} {'TTFT':>6} | {'to TTS':>7} {'synth':>6} {'1st aud':>7} {'reply':>7} "
+          f"{'tok/s':>5} {'all aud':>7} {'audio':>6} | {'reply':>7} {'tok/s':>5} {'synth':>6} {'1st aud':>7} "
+          f"{'audio':>6} | same")
     for i, r in enumerate(spoken["turns"], 1):
         a, b = r["streamed"], r["whole"]
         new = f"{a.new_tokens}" if a.new_tokens == b.new_tokens else f"{a.new_tokens}/{b.new_tokens}"
         print(f"{i:>4} {new:>4} {a.ttft:>5.2f}s | {_s(a.first_sentence_to_tts)} {_s(a.first_sentence_synth, 5)} "
-              f"{_s(a.first_audio)} {_s(a.reply_done)} {_s(a.all_audio)} {a.audio_seconds:>5.1f}s | "
-              f"{_s(b.reply_done)} {_s(b.synth_seconds, 5)} {_s(b.first_audio)} {b.audio_seconds:>5.1f}s | "
-              f"{'yes' if r['same_reply'] else 'NO'}")
-    print("times from the end of the user's turn (text submitted). 1st sent: first spoken sentence reaches TTS; "
+              f"{_s(a.first_audio)} {_s(a.reply_done)} {a.decode_tps:>5.1f} {_s(a.all_audio)} "
+              f"{a.audio_seconds:>5.1f}s | {_s(b.reply_done)} {b.decode_tps:>5.1f} {_s(b.synth_seconds, 5)} "
+              f"{_s(b.first_audio)} {b.audio_seconds:>5.1f}s | {'yes' if r['same_reply'] else 'NO'}")
+    print("times from the end of the user's turn (text submitted). to TTS: the first spoken sentence reaches TTS; "
           "synth: its synthesis\n(whole: the whole reply's); 1st aud: first audio ready; reply: last LM piece; "
-          "all aud: every sentence's audio ready; audio: seconds of speech")
+          "tok/s: LM decode rate; all aud: every sentence's audio ready;\naudio: seconds of speech; "
+          "TTFT: LM time to first token (streamed run)")
     s = spoken["summary"]
-    print(f"first audio, streamed: mean {s['streamed_first_audio_mean']:.2f} s, median "
-          f"{s['streamed_first_audio_median']:.2f} s")
-    print(f"first audio, whole:    mean {s['whole_first_audio_mean']:.2f} s, median "
-          f"{s['whole_first_audio_median']:.2f} s")
+    print(f"first audio, streamed: mean {_f(s['streamed_first_audio_mean'])} s, median "
+          f"{_f(s['streamed_first_audio_median'])} s")
+    print(f"first audio, whole:    mean {_f(s['whole_first_audio_mean'])} s, median "
+          f"{_f(s['whole_first_audio_median'])} s")
     if s["first_audio_saved_mean"] is not None:
-        print(f"streaming starts speech {s['first_audio_saved_mean']:.2f} s sooner on average "
+        print(f"streaming starts speech {_f(s['first_audio_saved_mean'])} s sooner on average "
               f"({s['first_audio_ratio_median']:.1f}x on medians); first audio before the reply was complete in "
               f"{s['streamed_audio_before_reply_done']}/{s['turns']} turns")
-    print(f"reply complete: streamed mean {s['streamed_reply_done_mean']:.2f} s (LM sharing the CPUs with TTS), "
-          f"whole mean {s['whole_reply_done_mean']:.2f} s; all audio ready: streamed mean "
-          f"{s['streamed_all_audio_mean']:.2f} s, whole mean {s['whole_all_audio_mean']:.2f} s")
+    print(f"reply complete: streamed mean {_f(s['streamed_reply_done_mean'])} s (LM sharing the CPUs with TTS), "
+          f"whole mean {_f(s['whole_reply_done_mean'])} s; LM decode: streamed mean "
+          f"{s['streamed_decode_tps_mean'] or 0:.1f} tok/s, whole {s['whole_decode_tps_mean'] or 0:.1f} tok/s")
+    print(f"all audio ready: streamed mean "
+          f"{_f(s['streamed_all_audio_mean'])} s, whole mean {_f(s['whole_all_audio_mean'])} s")
     print(f"total audio: streamed {s['streamed_audio_seconds']:.1f} s, whole {s['whole_audio_seconds']:.1f} s; "
           f"TTS compute: streamed {s['streamed_synth_seconds']:.1f} s, whole {s['whole_synth_seconds']:.1f} s; "
           f"new tokens: {s['streamed_new_tokens']} / {s['whole_new_tokens']}")

@@ -26,9 +26,11 @@ def test_latest_session_by_persona_and_channel(tmp_path):
     store = HistoryStore(tmp_path / "s.db")
     a = store.create_session("mara", "", channel="c1")
     b = store.create_session("mara", "", channel="c2")
+    terminal = store.create_session("mara", "")
     store.append_turn(a, "x", "y")  # a becomes the most recently updated
-    assert store.latest_session("mara") == a
+    assert store.latest_session("mara", channel="c1") == a
     assert store.latest_session("mara", channel="c2") == b
+    assert store.latest_session("mara") == terminal  # the terminal never resumes an API or Discord session
     assert store.session_persona(b) == "mara"
 
 

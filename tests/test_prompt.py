@@ -80,3 +80,12 @@ def test_fit_prompt_start_only_moves_forward_so_the_prefix_stays_stable(tiny_lla
 def test_fit_prompt_raises_when_the_card_alone_is_too_big(tiny_llama):
     with pytest.raises(ValueError, match="context_tokens"):
         fit_prompt(tiny_llama.tokenizer, _card(), _long_history(0), "U", budget=20)
+
+
+def test_client_system_messages_and_greeting_are_pinned(tiny_llama):
+    tok = tiny_llama.tokenizer
+    history = [Message("system", "Answer in French.")] + _long_history(30)
+    budget = len(fit_prompt(tok, _card(), history, "U", budget=100_000).ids) // 2
+    fitted = fit_prompt(tok, _card(), history, "U", budget=budget)
+    assert fitted.dropped > 0
+    assert "Answer in French." in fitted.text and "Welcome aboard." in fitted.text

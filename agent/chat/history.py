@@ -70,8 +70,8 @@ class HistoryStore:
         return int(sid)
 
     def latest_session(self, persona: Optional[str] = None, channel: Optional[str] = None) -> Optional[int]:
-        """The most recently updated session of `persona` and/or `channel`, or None."""
-        where, args = [], []
+        """The most recently updated session of `persona` in `channel` (None: the terminal's, no channel)."""
+        where, args = ["channel IS NULL"] if channel is None else [], []
         if persona is not None:
             where.append("persona = ?")
             args.append(persona)
@@ -116,3 +116,16 @@ class HistoryStore:
              "WHERE session_id = ? AND role = 'assistant')", (reply, now, session_id)),
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
+
+
+class UnsavedHistory:
+    """A history store that keeps nothing: sessions of stateless API requests."""
+
+    def messages(self, session_id: int) -> list[Message]:
+        return []
+
+    def append_turn(self, session_id: int, user: str, reply: str) -> None:
+        pass
+
+    def replace_last_reply(self, session_id: int, reply: str) -> None:
+        pass

@@ -21,7 +21,7 @@ LOW_WATER = 0.75  # after dropping old turns, the prompt uses at most this share
 
 @dataclass(frozen=True)
 class Message:
-    role: str  # "user" | "assistant"
+    role: str  # "user" | "assistant" | "system" (an API client's own instructions, kept after the card)
     content: str
 
 
@@ -119,7 +119,7 @@ def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user:
     kept_from: where the previous turn's prompt started; it only moves forward, so the cached prefix
     stays valid between drops. Raises ValueError when the card, greeting and newest turn alone don't fit.
     """
-    pinned = 1 if history and history[0].role == "assistant" else 0  # the greeting is never dropped
+    pinned = _pinned(history)
 
     def attempt(start: int) -> Prompt:
         kept = list(history[:pinned]) + list(history[start:])
@@ -142,6 +142,14 @@ def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user:
         return prompt
     raise ValueError(f"the card, greeting and latest message take {len(prompt.ids)} tokens, more than the "
                      f"{budget}-token prompt budget; shorten the card or raise chat.context_tokens")
+
+
+def _pinned(history: Sequence[Message]) -> int:
+    """How many leading messages are never dropped: system messages (an API client's) and the greeting."""
+    n = 0
+    while n < len(history) and history[n].role == "system":
+        n += 1
+    return n + 1 if n < len(history) and history[n].role == "assistant" else n
 
 
 def _last_turn_start(history: Sequence[Message]) -> int:

@@ -75,6 +75,7 @@ class ChatSession:
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
+        self._last_text = ""
         self.sampling = SamplingOptions(
             max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
             top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,

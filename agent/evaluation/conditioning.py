@@ -1,0 +1,151 @@
+"""Conditioning modes: how a persona reaches the LM (card text, soft prompt, both, or nothing) during evaluation.
+
+A `Conditioning` gives, for each persona, the card its prompt is built from (with the card text, or only
+the one-line default system prompt) and its (K, d_lm) soft prompt; the metrics render prompts through
+the chat path's own `fit_prompt`, so what is scored is what a chat would see.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..chat.prompt import Message, Prompt, build_messages, fit_prompt, render
+from ..embedding.encoders import MODALITIES, ModalityTokens
+from ..persona.card import CharacterCard
+from ..persona.store import Persona
+
+NEUTRAL_NAME = "the character"  # {{char}} in the name-free baseline: the same words for every persona
+PROBE_TURN = "Hello."  # the user turn that prices the post-history instructions in `prompt_tokens`
+
+
+@dataclass(frozen=True)
+class Mode:
+    card_text: bool  # the card's fields fill the system turn and its post-history instructions follow each user turn
+    fusion: str  # "" no soft prompt | "attention": EvalConfig.adapter | "weighted": EvalConfig.weighted_adapter
+    named: bool  # False: {{char}} becomes NEUTRAL_NAME, so not even the name tells personas apart
+    about: str  # one line for the table and the JSON
+
+
+# Without card text the system turn is the chat path's one-line DEFAULT_SYSTEM_PROMPT ("You are {{char}}. ...")
+# and the card's post-history instructions are left out too: they are card text (they often restate the
+# character), and "soft" is meant to carry the persona with no card text at all. The greeting (first_mes)
+# is card text as well, so no mode starts its chats with it.
+MODES = {
+    "none": Mode(False, "", False, "no conditioning: the one-line system prompt with a neutral name"),
+    "name": Mode(False, "", True, "the one-line system prompt with the character's name, nothing else"),
+    "card": Mode(True, "", True, "the card text in the system turn (the chat default)"),
+    "soft": Mode(False, "attention", True, "K soft vectors from the attention adapter, no card text"),
+    "soft+card": Mode(True, "attention", True, "K soft vectors from the attention adapter and the card text"),
+    "weighted": Mode(False, "weighted", True, "K soft vectors from the weighted-fusion baseline, no card text"),
+    "weighted+card": Mode(True, "weighted", True, "K soft vectors from the weighted-fusion baseline and the card text"),
+}
+
+
+class PersonaModalities:
+    """persona -> its modality tokens, through the agent's persona encoder and on-disk embedding cache; memoised.
+
+    The encoder (and with it Whisper, and CLIP when enabled) is built on first use.
+    """
+
+    def __init__(self, agent):
+        self.agent = agent
+        self._encoder = None
+        self._cache = None
+        self._tokens: dict[str, dict[str, ModalityTokens]] = {}
+
+    def __call__(self, persona: Persona) -> dict[str, ModalityTokens]:
+        if persona.slug not in self._tokens:
+            if self._encoder is None:
+                from ..embedding.cache import EmbeddingCache
+
+                self._encoder = self.agent._persona_encoder()
+                self._cache = EmbeddingCache(self.agent.home.cache_dir("embeddings"))
+            self._tokens[persona.slug] = self._cache.encode(persona, self._encoder)
+        return self._tokens[persona.slug]
+
+
+class SoftPrompts:
+    """Soft prompts from one adapter: persona (and modalities to mask out) -> (K, d_lm) on the LM's device and dtype.
+
+    adapter: a loaded `Fusion`; modalities: persona -> {modality: ModalityTokens}. Memoised, so a persona's
+    prompt is one tensor object for the whole run (the metrics use that to skip identical inputs).
+    """
+
+    def __init__(self, adapter: torch.nn.Module, modalities: Callable[[Persona], dict[str, ModalityTokens]], *,
+                 device: torch.device, dtype: torch.dtype):
+        self.adapter = adapter
+        self.modalities = modalities
+        self.device, self.dtype = device, dtype
+        self._soft: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+
+    def __call__(self, persona: Persona, drop: Sequence[str] = ()) -> torch.Tensor:
+        key = (persona.slug, tuple(sorted(drop)))
+        if key not in self._soft:
+            unknown = [m for m in drop if m not in MODALITIES]
+            if unknown:
+                raise ValueError(f"unknown modality {unknown[0]!r} to drop; choose from: {', '.join(MODALITIES)}")
+            tokens = dict(self.modalities(persona))
+            for modality in drop:
+                tokens[modality] = ModalityTokens.missing(tokens[modality].tokens.shape[-1])
+            with torch.inference_mode():
+                soft = self.adapter.soft_prompt(tokens)  # (K, d_lm)
+            self._soft[key] = soft.to(self.device, self.dtype)
+        return self._soft[key]
+
+
+class Conditioning:
+    """One mode applied to personas. `drop` masks modalities out of the soft prompt (the ablation)."""
+
+    def __init__(self, name: str, mode: Mode, soft_prompts: Optional[SoftPrompts] = None, drop: Sequence[str] = ()):
+        if mode.fusion and soft_prompts is None:
+            raise ValueError(f"mode {name!r} needs soft prompts from a {mode.fusion} adapter")
+        if drop and not mode.fusion:
+            raise ValueError(f"mode {name!r} has no soft prompt to drop modalities from")
+        self.name, self.mode, self.drop = name, mode, tuple(drop)
+        self.soft_prompts = soft_prompts if mode.fusion else None
+
+    @property
+    def with_card(self) -> bool:
+        return self.mode.card_text
+
+    def card(self, persona: Persona) -> CharacterCard:
+        """The card the prompt is built from: the persona's own, or one with no text beyond the name."""
+        card = persona.card
+        if not self.mode.card_text:
+            card = dataclasses.replace(card, post_history_instructions="")
+        if not self.mode.named:
+            card = dataclasses.replace(card, name=NEUTRAL_NAME, nickname="")
+        return card
+
+    def persona(self, persona: Persona) -> Persona:
+        """`persona` as this mode shows it to a `ChatSession`."""
+        return dataclasses.replace(persona, card=self.card(persona))
+
+    def soft(self, persona: Persona) -> Optional[torch.Tensor]:
+        """(K, d_lm) soft prompt, or None for modes without one."""
+        return None if self.soft_prompts is None else self.soft_prompts(persona, self.drop)
+
+    def soft_tokens(self, persona: Persona) -> int:
+        soft = self.soft(persona)
+        return 0 if soft is None else soft.shape[0]
+
+    def prompt(self, tokenizer, persona: Persona, history: Sequence[Message], user: str, *, budget: int,
+               kept_from: int = 1) -> Prompt:
+        """fit_prompt for this mode: soft placeholders -1..-K when there is a soft prompt."""
+        return fit_prompt(tokenizer, self.card(persona), history, user, budget=budget, kept_from=kept_from,
+                          soft_tokens=self.soft_tokens(persona), with_card=self.with_card)
+
+    def prompt_tokens(self, tokenizer, persona: Persona, user: str) -> int:
+        """Context tokens this conditioning costs: the whole system turn (K soft slots included, chat-template
+        markers too) plus the post-history instructions that follow one user turn."""
+        card, k = self.card(persona), self.soft_tokens(persona)
+        system = build_messages(card, [], user, with_card=self.with_card)
+        _, system_ids = render(tokenizer, system, k, add_generation_prompt=False)
+        turn = [Message("user", PROBE_TURN)]
+        _, with_phi = render(tokenizer, build_messages(card, turn, user, with_card=self.with_card), k)
+        bare = dataclasses.replace(card, post_history_instructions="")
+        _, without_phi = render(tokenizer, build_messages(bare, turn, user, with_card=self.with_card), k)
+        return len(system_ids) + len(with_phi) - len(without_phi)

@@ -1,0 +1,61 @@
+"""What routes get injected: the Agent, the settings, the model worker and the session cache; persona lookup.
+
+All of it lives in one `ServerState` on `app.state`, made by `create_app`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from ..agent import Agent
+from ..persona.store import Persona, UnknownPersona
+from .errors import APIError
+from .sessions import SessionCache
+from .settings import ServerSettings
+from .worker import ModelWorker
+
+
+@dataclass
+class ServerState:
+    agent: Agent
+    settings: ServerSettings
+    worker: ModelWorker
+    sessions: SessionCache  # touched only by jobs on the worker thread
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.personae
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def get_agent(state: StateDep) -> Agent:
+    return state.agent
+
+
+def get_settings(state: StateDep) -> ServerSettings:
+    return state.settings
+
+
+def get_worker(state: StateDep) -> ModelWorker:
+    return state.worker
+
+
+AgentDep = Annotated[Agent, Depends(get_agent)]
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+WorkerDep = Annotated[ModelWorker, Depends(get_worker)]
+
+
+async def persona_named(agent: Agent, name: str, param: str = "model") -> Persona:
+    """A persona by slug or card name; folder paths are not accepted from clients."""
+    text = name.strip()
+    if not text or "/" in text or "\\" in text or text.startswith(("~", ".")):
+        raise APIError(404, f"no persona named {name!r}", code="model_not_found", param=param)
+    try:
+        return await run_in_threadpool(agent.personas.get, text)
+    except UnknownPersona as e:
+        raise APIError(404, str(e), code="model_not_found", param=param) from None

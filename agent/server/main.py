@@ -1,0 +1,42 @@
+"""The OpenAI-compatible HTTP server's app: `create_app(agent, settings)` wires state, guards and routers.
+
+Every persona is a model. Routes live in routes/ (one per resource); all model work runs on one worker.
+run.py serves the app with uvicorn.
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import FastAPI
+
+from .deps import ServerState
+from .errors import install_error_handlers
+from .guards import BodyLimit, KeyCheck
+from .routes import audio, chat, health, models, personas
+from .sessions import SessionCache
+from .settings import ServerSettings
+from .worker import ModelWorker
+
+
+def create_app(agent, settings: Optional[ServerSettings] = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    worker = ModelWorker(queue_size=settings.queue_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        worker.stop()
+
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app = FastAPI(title="personae", summary="Role-play personas as OpenAI-compatible models", lifespan=lifespan,
+                  openapi_url=None if key else "/openapi.json")  # no unauthenticated API docs when a key is set
+    app.state.personae = ServerState(agent, settings, worker, SessionCache(
+        agent, max_sessions=settings.max_sessions, max_cached_tokens=settings.max_cached_tokens))
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(KeyCheck, key=key)  # added last, so it runs first
+    for module in (health, models, chat, audio, personas):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,122 @@
+"""POST /v1/chat/completions: `model` picks the persona; the reply streams as server-sent chunks or comes whole.
+
+The request is checked against the caps here, read into a `ChatRequest`, and run by `complete` on the
+model worker; a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from functools import partial
+from typing import Annotated, AsyncIterator, Optional
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from ..completion import ChatRequest, Completion, complete
+from ..conversation import read_turn
+from ..deps import StateDep, persona_named
+from ..dispatch import run_job, submit, until_done_or_gone
+from ..errors import APIError, as_api_error, error_body
+from ..schemas import ChatCompletionRequest
+from ..settings import ServerSettings
+from ..worker import DONE, PIECE, Job
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+MAX_STOP_STRINGS = 16  # OpenAI allows 4; SillyTavern may send more (its custom stopping strings)
+
+
+def _checked(body: ChatCompletionRequest, settings: ServerSettings) -> Optional[int]:
+    """Refuses what the caps don't allow; returns the requested max_tokens (None: the config's)."""
+    if body.n not in (None, 1):
+        raise APIError(400, f"n: only n=1 is supported, got {body.n}", code="unsupported_value", param="n")
+    if len(body.messages) > settings.max_messages:
+        raise APIError(400, f"messages: {len(body.messages)} messages, over the limit of {settings.max_messages}",
+                       code="too_many_messages", param="messages")
+    if len(body.stop_strings()) > MAX_STOP_STRINGS:
+        raise APIError(400, f"stop: at most {MAX_STOP_STRINGS} stop strings", code="invalid_value", param="stop")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > settings.max_tokens:
+        raise APIError(400, f"max_tokens: {max_tokens} is over this server's limit of {settings.max_tokens}",
+                       code="max_tokens_too_large", param="max_tokens")
+    return max_tokens
+
+
+def _session_id(header: Optional[str], user: Optional[str]) -> Optional[str]:
+    chosen = (header or user or "").strip()
+    if len(chosen) > 200 or not chosen.isprintable():
+        raise APIError(400, "the session id (X-Session-Id or user) must be printable and at most 200 characters",
+                       code="invalid_value", param="user")
+    return chosen or None
+
+
+def _response(ident: str, model: str, created: int, done: Completion) -> dict:
+    return {"id": ident, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None},
+                         "logprobs": None, "finish_reason": done.finish_reason}],
+            "usage": _usage(done)}
+
+
+def _usage(done: Completion) -> dict:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}}
+
+
+def _sse(body: dict) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's chunk stream: a role delta, content deltas, a finish_reason, usage if asked, then [DONE]."""
+    head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None}
+
+    def chunk(delta: dict, finish: Optional[str] = None) -> str:
+        return _sse({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        kind, value = first
+        while kind == PIECE:
+            yield chunk({"content": value})
+            kind, value = await job.next_event()
+        finished = True
+        if kind == DONE:
+            yield chunk({}, value.finish_reason)
+            if include_usage:
+                yield _sse({**head, "choices": [], "usage": _usage(value)})
+        else:
+            error = as_api_error(value)
+            yield _sse(error_body(error.status, error.message, error.code, error.param))
+        yield "data: [DONE]\n\n"
+    finally:
+        if not finished:  # the client went away mid-stream: stop its generation
+            job.cancel.set()
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep,
+                           x_session_id: Annotated[Optional[str], Header()] = None):
+    max_tokens = _checked(body, state.settings)
+    persona = await persona_named(state.agent, body.model)
+    try:
+        turn = read_turn([("system" if m.role == "developer" else m.role, m.text()) for m in body.messages])
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value", param="messages") from None
+    chat = ChatRequest(persona=persona, turn=turn, session_id=_session_id(x_session_id, body.user),
+                       max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                       stop=body.stop_strings())
+    ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+    run = partial(complete, state.sessions, chat)
+    if not body.stream:
+        return _response(ident, body.model, created, await run_job(request, state.worker, run))
+    job = submit(state.worker, run)
+    first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
+    if first[0] not in (PIECE, DONE):
+        raise as_api_error(first[1])
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(_chunks(job, first, ident, body.model, created, include_usage),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,75 @@
+"""Persona management: POST /v1/personas imports a card file (PNG/JSON/CHARX, the CLI's checks);
+GET /v1/personas lists them; GET /v1/personas/{name} exports one as a card file.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ...persona.card import CardError
+from ...persona.card_io import read_card
+from ...persona.store import Persona, slugify
+from ..deps import AgentDep, StateDep, persona_named
+from ..errors import APIError
+from .models import model_object
+
+router = APIRouter(prefix="/v1/personas", tags=["personas"])
+CARD_TYPES = {"png": "image/png", "json": "application/json", "charx": "application/zip"}
+
+
+def persona_object(persona: Persona) -> dict:
+    return {**model_object(persona), "object": "persona", "nickname": persona.card.nickname or None,
+            "has_portrait": persona.portrait is not None, "has_voice_sample": persona.voice_sample is not None}
+
+
+@router.get("")
+async def list_personas(agent: AgentDep) -> dict:
+    return {"object": "list", "data": [persona_object(p) for p in await run_in_threadpool(agent.personas.list)]}
+
+
+def _import(agent, data: bytes, filename: str, name: Optional[str], replace: bool) -> Persona:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name)[:100].lstrip(".") or "card"
+    with tempfile.TemporaryDirectory(prefix="personae-upload-") as tmp:
+        path = Path(tmp) / safe
+        path.write_bytes(data)
+        try:
+            card, _ = read_card(path, agent.config.cards)
+            slug = slugify(name or card.name)
+            if (agent.home.personas / slug).exists() and not replace:
+                raise APIError(409, f"{safe}: a persona {slug!r} already exists; send replace=true to overwrite it, "
+                               f"or another name", code="persona_exists", param="name")
+            return agent.personas.import_file(path, name=name, replace=replace)
+        except CardError as e:  # name the upload, not our temporary folder
+            raise APIError(400, str(e).replace(f"{tmp}/", ""), code="invalid_card", param="file") from None
+
+
+@router.post("", status_code=201)
+async def import_persona(state: StateDep, file: Annotated[UploadFile, File()],
+                         name: Annotated[Optional[str], Form(max_length=200)] = None,
+                         replace: Annotated[bool, Form()] = False) -> dict:
+    limit = min(state.settings.max_upload_bytes, state.agent.config.cards.max_file_bytes)
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise APIError(413, f"the card file is over the {limit}-byte limit", code="body_too_large", param="file")
+    persona = await run_in_threadpool(_import, state.agent, data, file.filename or "card", name or None, replace)
+    return persona_object(persona)
+
+
+@router.get("/{name}")
+async def export_persona(name: str, agent: AgentDep,
+                         format: Annotated[Literal["png", "json", "charx"], Query()] = "png") -> Response:
+    persona = await persona_named(agent, name, param="name")
+
+    def export() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="personae-export-") as tmp:
+            return agent.personas.export(str(persona.folder), format, Path(tmp) / f"{persona.slug}.{format}").read_bytes()
+
+    data = await run_in_threadpool(export)
+    return Response(data, media_type=CARD_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="{persona.slug}.{format}"'})

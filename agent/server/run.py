@@ -1,0 +1,65 @@
+"""Serving the app: `serve(agent)` runs it with uvicorn (what `personae serve` calls), `running(app)` on a
+background thread for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from ..config import ConfigError
+from .main import create_app
+from .settings import ServerSettings, check_bind
+
+
+def load_settings(**overrides) -> ServerSettings:
+    """The environment's PERSONAE_* settings with `overrides` (None values ignored) on top."""
+    try:
+        return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(f"PERSONAE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"server settings: {problems}") from None
+
+
+def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Runs the server until Ctrl-C. Refuses a non-loopback address without PERSONAE_API_KEY."""
+    import uvicorn
+
+    settings = load_settings(host=host, port=port)
+    check_bind(settings)
+    agent.lm  # load the LM now, so missing weights fail before the port opens
+    names = ", ".join(p.slug for p in agent.personas.list())
+    where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
+    keyed = bool(settings.api_key and settings.api_key.get_secret_value())
+    print(f"personae: serving {names} as models at {where} ({'API key required' if keyed else 'no API key'})",
+          file=sys.stderr, flush=True)
+    uvicorn.run(create_app(agent, settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Runs `app` with uvicorn on a background thread (port 0: a free one), for tests and benchmarks.
+
+    Yields the base URL (http://host:port); the server stops when the block ends.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="personae-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{f'[{host}]' if ':' in host else host}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

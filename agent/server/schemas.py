@@ -1,0 +1,74 @@
+"""Request and response bodies in OpenAI's shapes (only the fields personae uses; unknown ones are ignored).
+
+Routes validate requests with these models; responses are built as plain dicts in the same shapes.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]  # image and audio parts are refused by validation
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]  # developer is read as system
+    content: Union[str, list[TextPart], None] = None
+    name: Optional[str] = None  # accepted, not used
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False  # a last chunk with the usage and no choices
+
+
+class ChatCompletionRequest(BaseModel):
+    # frequency_penalty, logit_bias, presence_penalty, ... are accepted and ignored, as SillyTavern sends them
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1, max_length=200)  # the persona: slug or card name
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)  # the newer name of max_tokens
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[int] = None  # only 1
+    user: Optional[str] = Field(None, max_length=200)  # the session id, when no X-Session-Id header is sent
+
+    def stop_strings(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        return tuple(s for s in stops if s)
+
+
+class VoiceRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(max_length=200)  # a custom voice: here a persona
+
+
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("", max_length=200)  # a persona, or an OpenAI model name when `voice` is the persona
+    input: str = Field(min_length=1)
+    voice: Union[str, VoiceRef] = ""  # a persona, or an OpenAI voice name when `model` is the persona
+    response_format: Literal["wav", "pcm", "mp3", "opus", "aac", "flac"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+    def names(self) -> list[str]:
+        """The persona names to try, voice first."""
+        voice = self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+        return [name for name in (voice, self.model) if name.strip()]

@@ -1,0 +1,69 @@
+"""Training the persona embedding by context distillation: `personae train` and `personae tune`.
+
+The teacher is the chat LM with the full card in its context (`teacher`, run once and cached); the student
+is the same frozen LM reading the adapter's soft prompts (`distill`); `tune` refines one persona's vectors.
+`train` hands a fusion adapter file to `embedding.adapter`; `tune` a soft prompt to the persona's folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..config import Config
+from .config import TrainConfig, load_train_config
+
+__all__ = ["TrainConfig", "load_train_config", "train", "tune"]
+
+
+def train(config: Config, train_cfg: TrainConfig, *, home=None, resume: bool = False, lm=None) -> dict:
+    """Trains a fusion adapter for `config`'s LM and encoders; writes train_cfg.out and a .json beside it.
+
+    home: the personae home (caches; train_cfg.work_dir defaults to its cache/training). resume: continue
+    from the last checkpoint of the same run. lm: an already loaded `LoadedLM` (tests). Returns the summary.
+    """
+    import torch
+
+    from ..agent import Agent
+    from ..embedding.fusion import save_adapter
+    from .data import draw_examples, load_training_data
+    from .distill import fit_adapter, run_identity, student_examples
+    from .teacher import encode_personas, precompute_teacher
+
+    started = time.perf_counter()
+    agent = Agent(config, home=home, lm=lm)
+    work = Path(train_cfg.work_dir).expanduser() if train_cfg.work_dir else agent.home.cache_dir("training")
+    data = load_training_data(train_cfg.data_dir, max_personas=train_cfg.personas)
+    examples = draw_examples(data, train_cfg.examples_per_persona, train_cfg.seed)
+    teacher = precompute_teacher(agent.lm, data.personas, examples, data.files, train_cfg, config.chat, work)
+    encoder = agent._persona_encoder()
+    modalities = encode_personas(data.personas, encoder, agent.home.cache_dir("embeddings"))
+    students = student_examples(agent.lm, data.personas, teacher, train_cfg, config.chat, config.fusion.k)
+    out = Path(train_cfg.out).expanduser()
+    identity = run_identity(train_cfg, config.fusion, teacher.key, agent.lm.source)
+    adapter, summary = fit_adapter(agent.lm, modalities, students, train_cfg, config.fusion, encoder.dims,
+                                   checkpoints=work / "checkpoints" / out.stem, identity=identity, resume=resume)
+    save_adapter(out, adapter)
+    summary = {"out": str(out), "teacher_examples": len(examples), "teacher_seconds": round(teacher.seconds, 2),
+               "teacher_reply_tokens": sum(len(r.ids) for r in teacher.replies), **summary,
+               "total_seconds": round(time.perf_counter() - started, 2)}
+    record = {"command": " ".join(sys.argv), "lm": agent.lm.source, "whisper": config.whisper.name_or_path,
+              "encoder": dataclasses.asdict(config.encoder), "fusion": dataclasses.asdict(config.fusion),
+              "train": dataclasses.asdict(train_cfg), "teacher_key": teacher.key, "torch": torch.__version__,
+              "summary": summary}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return summary
+
+
+def tune(config: Config, persona: str, *, home=None, steps: int = 30, lr: float = 3e-3, examples: int = 8,
+         out: Optional[str | Path] = None, train_cfg: Optional[TrainConfig] = None, lm=None) -> dict:
+    """Tunes `persona`'s soft prompt (from config's adapter) and saves it; see `tune.tune_persona`."""
+    from ..agent import Agent
+    from .tune import tune_persona
+
+    agent = Agent(config, home=home, lm=lm)
+    return tune_persona(agent, agent.persona(persona), steps=steps, lr=lr, examples=examples,
+                        out=Path(out).expanduser() if out else None, train_cfg=train_cfg or TrainConfig())

@@ -1,0 +1,93 @@
+"""Options of `personae train` and `personae tune`: one frozen dataclass, a comment per field.
+
+No torch here, so the CLI can read and validate a training config before loading any model.
+`load_train_config(path, overrides)` maps a YAML file onto `TrainConfig` the way agent/config.py does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+STUDENT_MODES = ("soft", "soft+card")  # what the student sees besides the soft prompt: nothing | the card text
+PRECISIONS = ("no", "bf16", "fp16")  # accelerate's mixed_precision names
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str = "data"  # the training data set (personas/, user_turns.yaml, splits.yaml; see data/README.md)
+    personas: int = 0  # use only the first N train personas (0 = all 102); for quick runs
+    examples_per_persona: int = 3  # train user turns drawn (seeded) for each train persona
+    greeting: bool = False  # greeting before the user turn; off: ~60 fewer tokens, the soft prompt alone carries the voice
+    reply_tokens: int = 32  # the longest teacher reply, in tokens; replies also end at end-of-turn
+    top_k: int = 32  # teacher log-probs kept per reply position (the KL runs over these)
+    teacher_batch: int = 8  # teacher replies decoded together (one CPU decode step for 8 costs about 2 for 1)
+    student_mode: str = "soft"  # soft: soft prompt instead of the card (as conditioning=soft chats) | soft+card: both
+    epochs: int = 3  # passes over the teacher examples
+    batch_size: int = 4  # examples per optimiser step
+    lr: float = 1e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 10%)
+    warmup_steps: int = 10  # linear warm-up from 0 to lr over these steps
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradients are clipped to this norm; 0 turns clipping off
+    kl_weight: float = 1.0  # weight of KL(teacher top-k || student) per reply position
+    lm_weight: float = 0.5  # weight of the cross-entropy on the teacher's reply tokens
+    temperature: float = 1.0  # softens teacher and student distributions in the KL (scaled back by T^2)
+    eval_examples: int = 32  # a fixed, seeded subset of the training examples scored before and after (0 = skip)
+    seed: int = 0  # fixes the drawn turns, the adapter's initialisation and the batch order
+    checkpoint_every: int = 25  # optimiser steps between checkpoints (one is always written at the end)
+    mixed_precision: str = "no"  # accelerate mixed precision: no | bf16 | fp16 (fp16 needs a GPU)
+    out: str = "adapters/default.safetensors"  # the trained adapter (relative to the working dir); a .json beside it tells the run
+    work_dir: str = ""  # teacher outputs and checkpoints; "" = the personae home's cache/training
+
+    def __post_init__(self):
+        positive = ("examples_per_persona", "reply_tokens", "top_k", "teacher_batch", "epochs", "batch_size",
+                    "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("personas", "warmup_steps", "eval_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "max_grad_norm", "kl_weight", "lm_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.kl_weight == 0 and self.lm_weight == 0:
+            raise ValueError("train.kl_weight and train.lm_weight are both 0: nothing to train on")
+        if self.student_mode not in STUDENT_MODES:
+            raise ValueError(f"train.student_mode must be one of {', '.join(STUDENT_MODES)}, got {self.student_mode!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"train.mixed_precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.mixed_precision!r}")
+        if not self.out.endswith(".safetensors"):
+            raise ValueError(f"train.out must name a .safetensors file, got {self.out!r}")
+
+
+def load_train_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> TrainConfig:
+    """A YAML file of TrainConfig keys (or the defaults when `path` is None) with KEY=VALUE overrides applied.
+
+    Overrides may name a key alone (`epochs=1`) or with the section (`train.epochs=1`).
+    """
+    from ..config import ConfigError, from_dict, parse_override
+
+    tree: dict = {}
+    where = "train defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"training config not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of training options")
+    for text in overrides:
+        key, value = parse_override(text)
+        tree[key.removeprefix("train.")] = value
+    return from_dict(TrainConfig, tree, f"{where}:")

@@ -1,0 +1,138 @@
+"""Per-persona tuning: the adapter's soft prompt for one persona, refined as K free vectors on that persona alone.
+
+Starts from what the trained adapter gives the persona, distils its own card into the vectors on a handful
+of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` for the chat to use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..embedding.cache import EmbeddingCache
+from ..embedding.fusion import load_adapter
+from ..persona.store import Persona
+from .config import TrainConfig
+from .data import draw_turns, load_train_turns
+from .distill import distill_loss, make_batch, mean_loss, pad_id, student_examples, student_logits
+from .teacher import precompute_teacher
+
+TUNED_FORMAT = "personae-tuned-soft-prompt"  # safetensors metadata "format" of a tuned soft prompt
+TUNED_VERSION = "1"
+TUNED_FILE = "soft_prompt.safetensors"  # its name inside the persona's folder under the personae home
+
+
+@dataclass(frozen=True)
+class TunedPrompt:
+    soft: torch.Tensor  # (K, d_lm) float32, what replaces the adapter's output for this persona
+    persona: str  # the persona slug it was tuned for
+    lm: str  # the LM source it was tuned against; another LM must not use it
+    metadata: dict  # everything else saved with it (adapter, steps, losses)
+
+
+def tuned_path(home, slug: str) -> Path:
+    """Where `personae tune` keeps a persona's tuned soft prompt: <home>/personas/<slug>/soft_prompt.safetensors."""
+    return home.personas / slug / TUNED_FILE
+
+
+def save_tuned(path: Path, soft: torch.Tensor, metadata: dict[str, str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".saving-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({"soft_prompt": soft.detach().float().cpu().contiguous()}, tmp,
+                  metadata={"format": TUNED_FORMAT, "version": TUNED_VERSION, **metadata})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tuned(path: str | Path) -> TunedPrompt:
+    """A tuned soft prompt written by `tune_persona`; ValueError naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tuned soft prompt {path} does not exist; make one with `personae tune`")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = dict(file.metadata() or {})
+        if metadata.get("format") != TUNED_FORMAT or metadata.get("version") != TUNED_VERSION:
+            raise ValueError(f"format {metadata.get('format')!r} v{metadata.get('version')}, "
+                             f"not {TUNED_FORMAT!r} v{TUNED_VERSION}")
+        soft = load_file(path)["soft_prompt"]
+        if soft.dim() != 2:
+            raise ValueError(f"soft_prompt has shape {tuple(soft.shape)}, expected (K, d)")
+    except (SafetensorError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a usable tuned soft prompt ({e})") from None
+    return TunedPrompt(soft, metadata.pop("persona", ""), metadata.pop("lm", ""), metadata)
+
+
+def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, examples: int = 8,
+                 out: Optional[Path] = None, train_cfg: TrainConfig = TrainConfig()) -> dict:
+    """Fits K free vectors, initialised from the adapter's output, to `persona`'s own teacher replies.
+
+    agent: an `Agent` whose config names the trained adapter (embedding.adapter). The teacher answers
+    `examples` train user turns (from train_cfg.data_dir) with the card in context; the student mode is the
+    config's conditioning (train_cfg.student_mode when that is `card`). The vectors keep the adapter's norm.
+    Writes `out` (default: `tuned_path(agent.home, persona.slug)`) and returns a summary with both losses.
+    """
+    if steps < 1 or examples < 1 or lr <= 0:
+        raise ValueError(f"tune needs steps >= 1, examples >= 1 and lr > 0; got {steps}, {examples}, {lr}")
+    config, lm = agent.config, agent.lm
+    if not config.embedding.adapter:
+        raise ValueError("tuning starts from a trained adapter: set embedding.adapter "
+                         "(train one with `personae train`)")
+    adapter_path = agent._adapter_path()
+    adapter = load_adapter(adapter_path)
+    modalities = EmbeddingCache(agent.home.cache_dir("embeddings")).encode(persona, agent._persona_encoder())
+    with torch.no_grad():
+        start = adapter.soft_prompt(modalities)  # (K, d)
+    mode = config.embedding.conditioning if config.embedding.conditioning != "card" else train_cfg.student_mode
+    cfg = dataclasses.replace(train_cfg, student_mode=mode)
+    turns, files = load_train_turns(cfg.data_dir)
+    drawn = draw_turns(persona.slug, turns, examples, cfg.seed)
+    work = Path(cfg.work_dir).expanduser() if cfg.work_dir else agent.home.cache_dir("training")
+    teacher = precompute_teacher(lm, {persona.slug: persona}, drawn, (*files, persona.folder / "persona.yaml"),
+                                 cfg, config.chat, work)
+    students = student_examples(lm, {persona.slug: persona}, teacher, cfg, config.chat, start.shape[0])
+
+    torch.manual_seed(cfg.seed)
+    vectors = torch.nn.Parameter(start.detach().clone().float())  # (K, d)
+    norm = adapter.target_norm.float()
+    optimizer = torch.optim.Adam([vectors], lr=lr)
+    model, pad = lm.model, pad_id(lm.tokenizer)
+
+    def soft_for(chunk) -> torch.Tensor:  # (B, K, d), each vector at the adapter's norm
+        return (vectors * (norm / vectors.norm(dim=-1, keepdim=True))).expand(len(chunk), -1, -1)
+
+    began = time.perf_counter()
+    initial = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
+    bar = tqdm(range(steps), desc=f"tuning {persona.slug}", unit="step", dynamic_ncols=True)
+    for step in bar:
+        order = torch.randperm(len(students)).tolist()[:cfg.batch_size]
+        batch = make_batch([students[i] for i in order], pad)
+        loss, _ = distill_loss(student_logits(model, batch, soft_for(order)), batch, cfg)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    final = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
+    path = Path(out) if out is not None else tuned_path(agent.home, persona.slug)
+    with torch.no_grad():
+        tuned = soft_for([0])[0]
+    save_tuned(path, tuned, {"persona": persona.slug, "lm": lm.source, "adapter": str(adapter_path),
+                             "student_mode": mode, "steps": str(steps), "examples": str(examples),
+                             "initial_loss": f"{initial:.4f}", "final_loss": f"{final:.4f}"})
+    return {"persona": persona.slug, "out": str(path), "steps": steps, "examples": len(students),
+            "initial_loss": initial, "final_loss": final, "seconds": round(time.perf_counter() - began, 2)}

@@ -1,0 +1,59 @@
+"""`personae serve` as a user runs it: a subprocess on the tiny config, driven by the official `openai` client.
+
+Skipped until agent/cli.py has the `serve` command.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from agent.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+pytestmark = pytest.mark.skipif(not any(c.callback.__name__ == "serve" for c in app.registered_commands),
+                                reason="agent/cli.py has no `serve` command yet")
+
+
+def personae_serve(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "agent", "serve", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def test_serve_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path):
+    server = personae_serve("-c", TINY, "--port", "0", "--home", str(tmp_path), env={"PERSONAE_API_KEY": "sk-cli"})
+    try:
+        url, seen, deadline = None, [], time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found and found.group(1)
+        assert url, "".join(seen)
+        assert "API key required" in "".join(seen) and "sk-cli" not in "".join(seen)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-cli", max_retries=0, timeout=60)
+        assert {"hale", "mara", "pixel"} <= {m.id for m in client.models.list()}
+        reply = client.chat.completions.create(model="hale", max_tokens=3, messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content
+        server.send_signal(signal.SIGINT)
+        assert server.wait(30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_serve_refuses_an_exposed_address_without_a_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PERSONAE_API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "agent", "serve", "--host", "0.0.0.0", "-c", TINY, "--home", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "PERSONAE_API_KEY" in done.stderr and "Traceback" not in done.stderr

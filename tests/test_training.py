@@ -1,0 +1,248 @@
+"""Adapter training by context distillation on the tiny config: teacher cache, loss, checkpoints, resume, seeds."""
+import dataclasses
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from agent.agent import Agent
+from agent.config import load_config
+from agent.embedding.fusion import load_adapter, save_adapter
+from agent.training import TrainConfig, load_train_config, train
+from agent.training import distill, teacher as teacher_module
+from agent.training.data import draw_examples, load_training_data
+from agent.training.distill import distill_loss, fit_adapter, make_batch, run_identity, student_examples
+from agent.training.teacher import encode_personas, precompute_teacher
+
+from conftest import TINY_CONFIG
+from test_encoders import write_persona
+
+SMALL_FUSION = ["fusion.k=4", "fusion.width=32", "fusion.depth=1", "fusion.heads=2"]
+TURNS = ["Hello!", "Where did you grow up?", "Tell me a secret.", "Go on.", "What do you want?", "Why?"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def write_dataset(root):
+    """A data/ folder in the real layout: 3 train personas, 1 held-out one, 4 train and 2 held-out turns."""
+    looks = {"mara": ("Mara", (200, 40, 10), 220.0), "hale": ("Hale", (10, 120, 40), 140.0),
+             "pixel": ("Pixel", (30, 30, 220), 330.0)}
+    for slug, (name, colour, pitch) in looks.items():
+        write_persona(root / "personas" / slug, name=name, description=f"{name} is a character of few words.",
+                      colour=colour, pitch=pitch, seconds=1.0)
+    turns = [{"id": i, "kind": "small_talk", "text": text} for i, text in enumerate(TURNS)]
+    (root / "user_turns.yaml").write_text(yaml.safe_dump({"turns": turns}))
+    splits = {"personas": {"train": list(looks), "held_out": ["ghost"]},
+              "user_turns": {"train": [0, 2, 3, 5], "held_out": [1, 4]}}
+    (root / "splits.yaml").write_text(yaml.safe_dump(splits))
+    return root
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture()
+def config():
+    return load_config(TINY_CONFIG, SMALL_FUSION)
+
+
+def train_config(dataset, tmp_path, **changes) -> TrainConfig:
+    base = TrainConfig(data_dir=str(dataset), examples_per_persona=2, reply_tokens=8, top_k=8, epochs=3,
+                       batch_size=2, lr=5e-3, warmup_steps=1, checkpoint_every=2,
+                       out=str(tmp_path / "adapters" / "tiny.safetensors"), work_dir=str(tmp_path / "work"))
+    return dataclasses.replace(base, **changes)
+
+
+def test_teacher_replies_have_top_k_per_position_and_are_cached(dataset, tmp_path, tiny_llama, config, monkeypatch):
+    cfg = train_config(dataset, tmp_path)
+    data = load_training_data(dataset)
+    examples = draw_examples(data, 2, seed=0)
+    assert len(examples) == 6 and {e.turn_id for e in examples} <= {0, 2, 3, 5}  # never a held-out turn
+    assert "ghost" not in data.personas
+    teacher = precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "w")
+    assert len(teacher.replies) == 6
+    for reply in teacher.replies:
+        R = len(reply.ids)
+        assert 1 <= R <= 8 and reply.topk_ids.shape == (R, 8) and reply.topk_logprobs.shape == (R, 8)
+        assert (reply.topk_logprobs <= 0).all() and (reply.topk_logprobs.diff(dim=-1) <= 1e-3).all()
+    assert len(list((tmp_path / "w").glob("teacher-*.safetensors"))) == 1
+    assert len(list((tmp_path / "w").glob("teacher-*.json"))) == 1
+
+    monkeypatch.setattr(teacher_module, "teacher_replies", lambda *a, **k: pytest.fail("the cache was not used"))
+    again = precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "w")
+    assert again.key == teacher.key
+    for a, b in zip(again.replies, teacher.replies):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.topk_ids, b.topk_ids)
+        assert torch.equal(a.topk_logprobs, b.topk_logprobs)  # rounded to float16 before use, so a rerun trains alike
+
+
+def test_batched_teacher_replies_equal_one_at_a_time(dataset, tiny_llama, config):
+    from agent.chat.decoding import CachedDecoder
+    from agent.chat.prompt import fit_prompt
+    from agent.chat.sampling import SamplingOptions
+    from agent.chat.session import _eos_ids
+    from agent.training.data import conversation
+
+    data = load_training_data(dataset)
+    prompts = [fit_prompt(tiny_llama.tokenizer, data.personas[e.persona].card,
+                          conversation(data.personas[e.persona].card, e.turn, "User", with_greeting=g),
+                          "User", budget=1000).ids
+               for g in (False, True) for e in draw_examples(data, 2, seed=0)]
+    assert len({len(p) for p in prompts}) > 2  # rows of different lengths get padded
+    options = SamplingOptions(temperature=0.0, repetition_penalty=1.1,
+                              eos_token_ids=_eos_ids(tiny_llama.tokenizer, tiny_llama.model))
+    run = dict(max_tokens=10, top_k=5, options=options)
+    batched = teacher_module.teacher_replies(CachedDecoder(tiny_llama.model), prompts, **run)
+    for prompt, reply in zip(prompts, batched):
+        [alone] = teacher_module.teacher_replies(CachedDecoder(tiny_llama.model), [prompt], **run)
+        assert torch.equal(reply.ids, alone.ids) and torch.equal(reply.topk_ids, alone.topk_ids)
+        assert torch.allclose(reply.topk_logprobs, alone.topk_logprobs, atol=2e-2)
+        assert reply.stopped_by == alone.stopped_by
+
+
+def test_student_sees_soft_slots_and_no_card_in_soft_mode(dataset, tmp_path, tiny_llama, config):
+    data = load_training_data(dataset)
+    examples = draw_examples(data, 2, seed=0)
+    cfg = train_config(dataset, tmp_path)
+    teacher = precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "w")
+    soft = student_examples(tiny_llama, data.personas, teacher, cfg, config.chat, k=4)
+    both = student_examples(tiny_llama, data.personas, teacher, dataclasses.replace(cfg, student_mode="soft+card"),
+                            config.chat, k=4)
+    text = tiny_llama.tokenizer.decode([i for i in both[0].prompt_ids if i >= 0])
+    assert "few words" in text and "few words" not in tiny_llama.tokenizer.decode(
+        [i for i in soft[0].prompt_ids if i >= 0])
+    assert sorted(i for i in soft[0].prompt_ids if i < 0) == [-4, -3, -2, -1]
+    batch = make_batch(soft[:2], 0)
+    first = soft[0]
+    P = len(first.prompt_ids)
+    # position P-1 (the last prompt token) predicts the first reply token
+    assert batch.cols[0] == P - 1 and batch.targets[0] == first.reply.ids[0]
+    assert batch.targets.shape[0] == sum(len(e.reply.ids) for e in soft[:2])
+
+
+def test_kl_is_zero_when_the_student_matches_the_teacher():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 16)
+    logprobs = torch.log_softmax(logits, -1)
+    top = torch.topk(logprobs, 16)
+    batch = distill.StudentBatch(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(5), torch.arange(5),
+                                 top.indices[:, 0], top.indices, top.values, ["x"])
+    cfg = TrainConfig(kl_weight=1.0, lm_weight=0.0, temperature=2.0)
+    same, parts = distill_loss(logits, batch, cfg)
+    assert abs(same.item()) < 1e-5 and abs(parts["kl"]) < 1e-5
+    other, _ = distill_loss(torch.randn(5, 16), batch, cfg)
+    assert other.item() > 0.01
+
+
+def prepared(dataset, tmp_path, lm, config, cfg):
+    """Teacher, persona encodings and student examples, as `train` prepares them."""
+    agent = Agent(config, home=tmp_path / "home", lm=lm)
+    data = load_training_data(dataset)
+    examples = draw_examples(data, cfg.examples_per_persona, cfg.seed)
+    teacher = precompute_teacher(lm, data.personas, examples, data.files, cfg, config.chat, tmp_path / "work")
+    encoder = agent._persona_encoder()
+    modalities = encode_personas(data.personas, encoder, tmp_path / "embeddings")
+    students = student_examples(lm, data.personas, teacher, cfg, config.chat, config.fusion.k)
+    return teacher, modalities, students, encoder.dims
+
+
+@pytest.mark.parametrize("fusion", ["attention", "weighted"])
+def test_training_steps_reduce_the_loss_on_a_fixed_batch(dataset, tmp_path, tiny_llama, fusion):
+    # every step sees all 6 examples, so first and last loss are measured on the same batch
+    config = load_config(TINY_CONFIG, SMALL_FUSION + [f"fusion.type={fusion}"])
+    cfg = train_config(dataset, tmp_path, batch_size=6, epochs=8, lr=1e-2)
+    summary = train(config, cfg, home=tmp_path / "home", lm=tiny_llama)
+    assert summary["steps"] == 8 and len(summary["losses"]) == 8
+    assert summary["last_loss"] < 0.9 * summary["first_loss"], summary["losses"]
+    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
+    record = yaml.safe_load((tmp_path / "adapters" / "tiny.json").read_text())
+    assert record["train"]["batch_size"] == 6 and record["fusion"]["k"] == 4
+
+
+def test_a_saved_adapter_reloads_to_identical_soft_prompts(dataset, tmp_path, tiny_llama, config):
+    cfg = train_config(dataset, tmp_path, epochs=1)
+    teacher, modalities, students, dims = prepared(dataset, tmp_path, tiny_llama, config, cfg)
+    identity = run_identity(cfg, config.fusion, teacher.key, tiny_llama.source)
+    adapter, summary = fit_adapter(tiny_llama, modalities, students, cfg, config.fusion, dims,
+                                   checkpoints=tmp_path / "ckpt", identity=identity)
+    loaded = load_adapter(save_adapter(tmp_path / "a.safetensors", adapter))
+    prompts = []
+    for slug, tokens in modalities.items():
+        with torch.no_grad():
+            mine, theirs = adapter.soft_prompt(tokens), loaded.soft_prompt(tokens)
+        assert mine.shape == (4, 64) and torch.equal(mine, theirs)
+        prompts.append(mine)
+    assert not torch.allclose(prompts[0], prompts[1])  # trained gates open: personas differ
+
+
+def _weights(path):
+    return load_file(path)
+
+
+def test_resuming_after_an_interruption_ends_with_the_same_weights(dataset, tmp_path, tiny_llama, config, monkeypatch):
+    cfg = train_config(dataset, tmp_path, epochs=2, out=str(tmp_path / "full.safetensors"))
+    full = train(config, cfg, home=tmp_path / "home", lm=tiny_llama)
+
+    calls = {"n": 0}
+    real = distill.distill_loss
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += torch.is_grad_enabled()  # training steps, not the scoring before and after
+        if calls["n"] == 4:  # step 3 of 6: the checkpoint of step 2 is on disk
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    cut = dataclasses.replace(cfg, out=str(tmp_path / "resumed.safetensors"), work_dir=str(tmp_path / "work2"))
+    monkeypatch.setattr(distill, "distill_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, cut, home=tmp_path / "home", lm=tiny_llama)
+    monkeypatch.setattr(distill, "distill_loss", real)
+    resumed = train(config, cut, home=tmp_path / "home", lm=tiny_llama, resume=True)
+    assert resumed["steps_run"] == full["steps"] - 2
+    assert resumed["losses"] == full["losses"] and resumed["eval_loss_after"] == full["eval_loss_after"]
+    a, b = _weights(tmp_path / "full.safetensors"), _weights(tmp_path / "resumed.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(ValueError, match="differs"):  # another run's checkpoint is refused
+        train(config, dataclasses.replace(cut, lr=1e-4), home=tmp_path / "home", lm=tiny_llama, resume=True)
+
+
+def test_a_fixed_seed_reproduces_a_run_and_another_seed_does_not(dataset, tmp_path, tiny_llama, config):
+    def run(name, seed):
+        cfg = train_config(dataset, tmp_path, epochs=1, seed=seed, out=str(tmp_path / f"{name}.safetensors"),
+                           work_dir=str(tmp_path / f"work-{name}"))
+        train(config, cfg, home=tmp_path / "home", lm=tiny_llama)
+        return _weights(tmp_path / f"{name}.safetensors")
+
+    a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("top_k", 0), ("lr", 0.0), ("student_mode", "card"), ("mixed_precision", "fp8"),
+    ("out", "adapter.pt"), ("personas", -1)])
+def test_train_config_refuses_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_loads_from_yaml_with_overrides(tmp_path):
+    from agent.config import ConfigError
+
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 2\nlr: 0.001\n")
+    cfg = load_train_config(path, ["train.batch_size=8", "seed=3"])
+    assert (cfg.epochs, cfg.batch_size, cfg.seed) == (2, 8, 3)
+    path.write_text("epoch: 2\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        load_train_config(path)

@@ -1,0 +1,64 @@
+"""Per-persona tuning on the tiny config: it lowers that persona's loss and the file reloads."""
+import pytest
+import torch
+
+from agent.config import load_config
+from agent.embedding.config import FusionConfig
+from agent.embedding.fusion import build_fusion, embedding_norm, save_adapter
+from agent.training import TrainConfig, tune
+from agent.training.tune import load_tuned, save_tuned
+
+from conftest import TINY_CONFIG
+from test_training import write_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture()
+def adapter_config(tmp_path, tiny_llama):
+    """The tiny config with a random adapter (audio + text, as the tiny encoders give) and conditioning=soft."""
+    torch.manual_seed(0)
+    fusion = build_fusion(FusionConfig(k=4, width=32, depth=1, heads=2), {"audio": 64, "text": 64}, 64,
+                          embedding_norm(tiny_llama.model))
+    path = save_adapter(tmp_path / "adapter.safetensors", fusion)
+    return load_config(TINY_CONFIG, [f"embedding.adapter={path}", "embedding.conditioning=soft"]), fusion
+
+
+def test_tuning_lowers_the_persona_loss_and_the_file_reloads(tmp_path, tiny_llama, adapter_config):
+    config, fusion = adapter_config
+    data = write_dataset(tmp_path / "data")
+    cfg = TrainConfig(data_dir=str(data), reply_tokens=8, top_k=8, batch_size=3, work_dir=str(tmp_path / "work"))
+    home = tmp_path / "home"
+    summary = tune(config, str(data / "personas" / "hale"), home=home, steps=12, lr=2e-2, examples=3,
+                   train_cfg=cfg, lm=tiny_llama)
+    assert summary["final_loss"] < 0.9 * summary["initial_loss"], summary
+    path = tmp_path / "home" / "personas" / "hale" / "soft_prompt.safetensors"
+    assert summary["out"] == str(path) and path.is_file()
+    tuned = load_tuned(path)
+    assert tuned.soft.shape == (4, 64) and tuned.persona == "hale" and tuned.lm == "random:llama"
+    # the tuned vectors keep the adapter's norm, like its own output
+    assert torch.allclose(tuned.soft.norm(dim=-1), fusion.target_norm.expand(4), rtol=1e-4)
+    assert float(tuned.metadata["final_loss"]) == pytest.approx(summary["final_loss"], abs=1e-3)
+
+
+def test_tuning_needs_a_trained_adapter(tmp_path, tiny_llama):
+    with pytest.raises(ValueError, match="embedding.adapter"):
+        tune(load_config(TINY_CONFIG), "mara", home=tmp_path / "home", lm=tiny_llama)
+
+
+def test_load_tuned_refuses_other_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"soft_prompt": torch.zeros(4, 8)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="plain.safetensors"):
+        load_tuned(tmp_path / "plain.safetensors")
+    good = save_tuned(tmp_path / "good.safetensors", torch.ones(4, 8), {"persona": "mara", "lm": "x"})
+    assert torch.equal(load_tuned(good).soft, torch.ones(4, 8))
+    with pytest.raises(FileNotFoundError, match="personae tune"):
+        load_tuned(tmp_path / "missing.safetensors")
