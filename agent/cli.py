@@ -86,6 +86,19 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on
     run_server(_agent(config, set, home), host=host, port=port)
 
 
+@app.command("discord")
+def discord_bot(config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Run every persona as a Discord bot; the token comes from the DISCORD_TOKEN environment variable."""
+    from .discord_bot import BotError, read_token, run_bot
+
+    try:
+        read_token()  # fail fast, before anything loads
+        run_bot(_agent(config, set, home))
+    except BotError as e:
+        print(f"personae: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set: SetOpt = None):
     """Print the effective configuration as YAML (defaults, file and overrides merged)."""

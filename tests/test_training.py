@@ -85,6 +85,28 @@ def test_teacher_replies_have_top_k_per_position_and_are_cached(dataset, tmp_pat
         assert torch.equal(a.topk_logprobs, b.topk_logprobs)  # rounded to float16 before use, so a rerun trains alike
 
 
+def test_an_interrupted_teacher_run_continues_where_it_stopped(dataset, tmp_path, tiny_llama, config, monkeypatch):
+    cfg = train_config(dataset, tmp_path, teacher_batch=2)
+    data = load_training_data(dataset)
+    examples = draw_examples(data, 2, seed=0)
+    full = precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "a")
+    real, state = teacher_module.teacher_replies, {"batches": 0, "interrupt": True}
+
+    def flaky(decoder, prompts, **kwargs):
+        if state["interrupt"] and state["batches"] == 1:
+            raise KeyboardInterrupt  # in the second of three batches
+        state["batches"] += 1
+        return real(decoder, prompts, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "teacher_replies", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "b")
+    state.update(batches=0, interrupt=False)
+    again = precompute_teacher(tiny_llama, data.personas, examples, data.files, cfg, config.chat, tmp_path / "b")
+    assert state["batches"] == 2  # the first batch came from disk
+    assert [r.ids.tolist() for r in again.replies] == [r.ids.tolist() for r in full.replies]
+
+
 def test_batched_teacher_replies_equal_one_at_a_time(dataset, tiny_llama, config):
     from agent.chat.decoding import CachedDecoder
     from agent.chat.prompt import fit_prompt
@@ -135,7 +157,7 @@ def test_kl_is_zero_when_the_student_matches_the_teacher():
     logprobs = torch.log_softmax(logits, -1)
     top = torch.topk(logprobs, 16)
     batch = distill.StudentBatch(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(5), torch.arange(5),
-                                 top.indices[:, 0], top.indices, top.values, ["x"])
+                                 top.indices[:, 0], top.indices, top.values)
     cfg = TrainConfig(kl_weight=1.0, lm_weight=0.0, temperature=2.0)
     same, parts = distill_loss(logits, batch, cfg)
     assert abs(same.item()) < 1e-5 and abs(parts["kl"]) < 1e-5
@@ -226,6 +248,14 @@ def test_a_fixed_seed_reproduces_a_run_and_another_seed_does_not(dataset, tmp_pa
     a, b, c = run("a", 0), run("b", 0), run("c", 1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bf16_mixed_precision_trains_after_a_full_precision_run_in_the_same_process(dataset, tmp_path, tiny_llama,
+                                                                                   config):
+    for precision in ("no", "bf16"):  # accelerate's process-wide state must not pin the first run's choice
+        cfg = train_config(dataset, tmp_path, epochs=2, mixed_precision=precision, work_dir=str(tmp_path / precision))
+        summary = train(config, cfg, home=tmp_path / "home", lm=tiny_llama)
+        assert summary["eval_loss_after"] < summary["eval_loss_before"]
 
 
 @pytest.mark.parametrize("field, value", [

@@ -2,6 +2,10 @@
 
 No torch here, so the CLI can read and validate a training config before loading any model.
 `load_train_config(path, overrides)` maps a YAML file onto `TrainConfig` the way agent/config.py does.
+
+The defaults fit a full run of the embedded default into about an hour on a shared 2-core CPU
+(SmolLM2-135M, one torch thread): teacher ~1.2 s per reply (510 replies, ~10 min), persona encodings
+~3 s each (~5 min), student ~1 s per example per epoch (4 epochs of 510, ~35 min).
 """
 from __future__ import annotations
 
@@ -19,16 +23,16 @@ PRECISIONS = ("no", "bf16", "fp16")  # accelerate's mixed_precision names
 class TrainConfig:
     data_dir: str = "data"  # the training data set (personas/, user_turns.yaml, splits.yaml; see data/README.md)
     personas: int = 0  # use only the first N train personas (0 = all 102); for quick runs
-    examples_per_persona: int = 3  # train user turns drawn (seeded) for each train persona
+    examples_per_persona: int = 5  # train user turns drawn (seeded) for each train persona: 510 examples in all
     greeting: bool = False  # greeting before the user turn; off: ~60 fewer tokens, the soft prompt alone carries the voice
     reply_tokens: int = 32  # the longest teacher reply, in tokens; replies also end at end-of-turn
     top_k: int = 32  # teacher log-probs kept per reply position (the KL runs over these)
     teacher_batch: int = 8  # teacher replies decoded together (one CPU decode step for 8 costs about 2 for 1)
     student_mode: str = "soft"  # soft: soft prompt instead of the card (as conditioning=soft chats) | soft+card: both
-    epochs: int = 3  # passes over the teacher examples
+    epochs: int = 4  # passes over the teacher examples
     batch_size: int = 4  # examples per optimiser step
-    lr: float = 1e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 10%)
-    warmup_steps: int = 10  # linear warm-up from 0 to lr over these steps
+    lr: float = 3e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 10%)
+    warmup_steps: int = 20  # linear warm-up from 0 to lr over these steps
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradients are clipped to this norm; 0 turns clipping off
     kl_weight: float = 1.0  # weight of KL(teacher top-k || student) per reply position

@@ -50,7 +50,6 @@ class StudentBatch:
     targets: torch.Tensor  # (N,) the teacher's reply token there
     topk_ids: torch.Tensor  # (N, k) the teacher's k likeliest tokens there
     topk_logprobs: torch.Tensor  # (N, k) their teacher log-probs
-    personas: list[str]  # (B,) slugs
 
 
 def student_examples(lm: LoadedLM, personas: dict[str, Persona], teacher: TeacherSet, cfg: TrainConfig,
@@ -67,10 +66,10 @@ def student_examples(lm: LoadedLM, personas: dict[str, Persona], teacher: Teache
     return out
 
 
-def make_batch(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
+def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
     """Right-padded prompt ++ reply ids; position t predicts token t+1, so reply token j is predicted at P+j-1."""
     T = max(len(e.prompt_ids) + len(e.reply.ids) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    ids = torch.full((len(examples), T), pad, dtype=torch.long)  # (B, T)
     mask = torch.zeros(len(examples), T, dtype=torch.long)  # (B, T)
     rows, cols = [], []
     for i, e in enumerate(examples):
@@ -81,8 +80,7 @@ def make_batch(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
         cols.append(torch.arange(P - 1, P + R - 1))
     cat = torch.cat
     return StudentBatch(ids, mask, cat(rows), cat(cols), cat([e.reply.ids for e in examples]),
-                        cat([e.reply.topk_ids for e in examples]), cat([e.reply.topk_logprobs for e in examples]),
-                        [e.persona for e in examples])
+                        cat([e.reply.topk_ids for e in examples]), cat([e.reply.topk_logprobs for e in examples]))
 
 
 def student_logits(model: torch.nn.Module, batch: StudentBatch, soft: torch.Tensor) -> torch.Tensor:
@@ -198,8 +196,11 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
     continues from the newest one (it must match `identity`) and ends with the same weights.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
+    # accelerate keeps one process-wide state; forget the last run's, so a second run may pick another precision
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=lm.device.type == "cpu", mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     adapter = build_fusion(fusion_cfg, dims, lm.model.config.hidden_size, embedding_norm(lm.model))

@@ -1,7 +1,7 @@
 """Per-persona tuning: the adapter's soft prompt for one persona, refined as K free vectors on that persona alone.
 
 Starts from what the trained adapter gives the persona, distils its own card into the vectors on a handful
-of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` for the chat to use.
+of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` (read by `load_tuned`).
 """
 from __future__ import annotations
 

@@ -1,0 +1,193 @@
+"""What the bot does, in plain Python: which messages to answer, the replies, slash commands, rate limits.
+
+`DiscordBrain` takes an `Incoming` (ids, flags, text, audio bytes) and hands back an `Outgoing` (chunks to
+post, as which persona, with which avatar and audio); `bot.py` only translates Discord events to and from these.
+Methods that touch the models (`answer`, `retry`, commands) block: call them on the model thread.
+"""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..agent import Agent
+from .messages import split_message
+from .settings import ChannelSettings
+
+
+def channel_key(channel_id: int) -> str:
+    """The history/settings key of a Discord channel, thread or DM."""
+    return f"discord:{channel_id}"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    channel_id: int  # the channel, thread or DM the message is in (threads are their own channels)
+    author_id: int
+    author_name: str  # display name, the {{user}} of a new conversation
+    text: str  # content with the bot's mention removed
+    is_dm: bool = False
+    mentioned: bool = False  # the bot was @mentioned
+    reply_to_bot: bool = False  # a reply to the bot or to one of its persona posts
+    from_bot: bool = False  # posted by a bot (this one included)
+    from_webhook: bool = False  # posted through a webhook (the persona posts are)
+    audio: tuple[tuple[str, bytes], ...] = ()  # (file name, bytes) of voice messages and audio attachments
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    persona: str  # display name to post as
+    avatar: Optional[Path]  # portrait file, or None
+    chunks: tuple[str, ...]  # message contents, each within Discord's limit
+    audio: Optional[bytes] = None  # WAV of the reply in the persona's voice (voice on)
+    audio_name: str = "reply.wav"
+    notice: str = ""  # a line from the bot itself (what it heard, why voice failed), posted first
+
+
+class RateLimiter:
+    """At most `limit` messages per user in any `window` seconds; says once per window when someone is over."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._times: dict[int, deque] = {}
+        self._warned: dict[int, float] = {}
+
+    def check(self, user_id: int) -> tuple[bool, Optional[float]]:
+        """(allowed, None) or (False, seconds until allowed); the seconds are None when already told."""
+        now = self.clock()
+        times = self._times.setdefault(user_id, deque())
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if len(times) < self.limit:
+            times.append(now)
+            self._warned.pop(user_id, None)
+            return True, None
+        wait = self.window - (now - times[0])
+        if self._warned.get(user_id, -1.0) >= times[0]:
+            return False, None
+        self._warned[user_id] = now
+        return False, wait
+
+
+class DiscordBrain:
+    def __init__(self, agent: Agent, *, rate: Optional[RateLimiter] = None):
+        self.agent = agent
+        self.settings = ChannelSettings(agent.home.database)
+        self.rate = rate or RateLimiter()
+        self._sessions: dict[str, object] = {}  # channel key -> ChatSession, used on the model thread only
+        self._lock = threading.Lock()
+
+    # -- routing (cheap: safe on the event loop) --
+
+    def wants(self, msg: Incoming) -> bool:
+        """Should the persona answer? Never bots or webhooks; always DMs; else mention, reply or an always-channel."""
+        if msg.from_bot or msg.from_webhook:
+            return False
+        if not msg.text.strip() and not msg.audio:
+            return False
+        if msg.is_dm or msg.mentioned or msg.reply_to_bot:
+            return True
+        return self.settings.get(channel_key(msg.channel_id)).always
+
+    def over_rate(self, author_id: int) -> Optional[str]:
+        """None when the user may send; else a friendly line ("" when they were already told)."""
+        allowed, wait = self.rate.check(author_id)
+        if allowed:
+            return None
+        if wait is None:
+            return ""
+        return (f"You're sending messages faster than I can answer. Give me {max(1, round(wait))} s "
+                f"and try again.")
+
+    # -- model work (blocking: run on the model thread) --
+
+    def session(self, channel_id: int, user_name: Optional[str] = None, *, fresh: bool = False):
+        key = channel_key(channel_id)
+        with self._lock:
+            if fresh or key not in self._sessions:
+                persona = self.settings.get(key).persona
+                self._sessions[key] = self.agent.open_session(persona, resume=not fresh, channel=key,
+                                                              user_name=user_name)
+            return self._sessions[key]
+
+    def answer(self, msg: Incoming) -> Outgoing:
+        """Transcribes any audio, then the persona's reply to the text and what was said."""
+        heard, notes = [], []
+        for name, data in msg.audio:
+            transcript = self.agent.transcribe(data, name=name)
+            if transcript.text:
+                heard.append(transcript.text)
+            else:
+                notes.append(f"(I couldn't make out {name}: {transcript.reason})")
+        text = "\n".join(part for part in [msg.text.strip(), *heard] if part)
+        session = self.session(msg.channel_id, msg.author_name)
+        if not text:
+            return self._outgoing(msg.channel_id, session, "", notice=" ".join(notes))
+        if heard:
+            notes.insert(0, "🎙️ heard: " + " ".join(heard))
+        reply = "".join(session.reply(text))
+        return self._outgoing(msg.channel_id, session, reply, notice="\n".join(notes))
+
+    def retry(self, channel_id: int) -> Outgoing:
+        session = self.session(channel_id)
+        if not session.can_retry:
+            raise ValueError("there is no reply to retry yet in this channel")
+        return self._outgoing(channel_id, session, "".join(session.retry()))
+
+    def _outgoing(self, channel_id: int, session, reply: str, *, notice: str = "") -> Outgoing:
+        persona = session.persona
+        audio = None
+        if reply.strip() and self.settings.get(channel_key(channel_id)).voice:
+            try:
+                audio = self._speech(persona.slug, reply)
+            except Exception as e:  # noqa: BLE001 - the text still goes out; say why the voice didn't
+                notice = (notice + "\n" if notice else "") + f"(no voice: {e})"
+        chunks = tuple(split_message(reply)) or (("…",) if not notice else ())
+        return Outgoing(persona.name, persona.portrait, chunks, audio, f"{persona.slug}.wav", notice)
+
+    def _speech(self, persona: str, text: str) -> bytes:
+        from ..speech.audio import write_wav
+
+        samples, rate = self.agent.speak(persona, text)
+        with tempfile.TemporaryDirectory() as folder:
+            return write_wav(Path(folder) / "reply.wav", samples, rate).read_bytes()
+
+    # -- slash commands: each returns the line to answer with --
+
+    def set_persona(self, channel_id: int, name: str) -> str:
+        persona = self.agent.personas.get(name)  # UnknownPersona names what it looked for
+        self.settings.update(channel_key(channel_id), persona=persona.slug)
+        with self._lock:
+            self._sessions.pop(channel_key(channel_id), None)  # the next message resumes this persona's session here
+        return f"**{persona.name}** now answers in this channel."
+
+    def persona_list(self) -> str:
+        return "\n".join(f"• **{p.name}** (`{p.slug}`)" for p in self.agent.personas.list()) or "No personas."
+
+    def persona_info(self, channel_id: int) -> str:
+        config = self.settings.get(channel_key(channel_id))
+        persona = self.agent.persona(config.persona)
+        description = " ".join(persona.card.description.split())
+        if len(description) > 600:
+            description = description[:600].rsplit(" ", 1)[0] + "…"
+        answers = "every message" if config.always else "mentions, replies and DMs"
+        return (f"**{persona.name}** (`{persona.slug}`)\n{description}\n"
+                f"Answers: {answers}. Voice: {'on' if config.voice else 'off'}.")
+
+    def reset(self, channel_id: int, user_name: Optional[str] = None) -> Outgoing:
+        """A new conversation here; the outgoing carries the persona's greeting."""
+        session = self.session(channel_id, user_name, fresh=True)
+        return Outgoing(session.persona.name, session.persona.portrait, tuple(split_message(session.greeting)))
+
+    def set_voice(self, channel_id: int, on: bool) -> str:
+        self.settings.update(channel_key(channel_id), voice=on)
+        return "Replies here now come with a voice clip." if on else "Voice clips are off here."
+
+    def set_always(self, channel_id: int, on: bool) -> str:
+        self.settings.update(channel_key(channel_id), always=on)
+        return ("I'll answer every message in this channel." if on
+                else "I'll answer here only when mentioned or replied to.")

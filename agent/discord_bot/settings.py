@@ -1,0 +1,62 @@
+"""Per-channel Discord settings (persona, always-answer, voice) in the history database, so a restart keeps them.
+
+The table `discord_channels` lives in `agent.home.database` next to the sessions; `ChannelSettings`
+hands the router a frozen `ChannelConfig` per channel key ("discord:<channel id>").
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS discord_channels (
+    channel TEXT PRIMARY KEY,   -- "discord:<channel id>", the same key the sessions use
+    persona TEXT,               -- slug; NULL: the config's default persona
+    always INTEGER NOT NULL DEFAULT 0,  -- 1: answer every message, not only mentions and replies
+    voice INTEGER NOT NULL DEFAULT 0    -- 1: replies also come as an audio attachment
+)"""
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    persona: Optional[str] = None  # persona slug; None: the config's default persona
+    always: bool = False  # answer every message in this channel (DMs always do)
+    voice: bool = False  # attach the reply spoken in the persona's voice
+
+
+class ChannelSettings:
+    """Reads once per channel, then from memory; writes go straight to SQLite."""
+
+    def __init__(self, database: Path):
+        self.database = Path(database)
+        self._lock = threading.Lock()  # read on the event loop, written on the model thread
+        self._cache: dict[str, ChannelConfig] = {}
+        with self._connect() as db:
+            db.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        return sqlite3.connect(self.database, timeout=30)
+
+    def get(self, channel: str) -> ChannelConfig:
+        with self._lock:
+            if channel not in self._cache:
+                with self._connect() as db:
+                    row = db.execute("SELECT persona, always, voice FROM discord_channels WHERE channel = ?",
+                                     (channel,)).fetchone()
+                self._cache[channel] = ChannelConfig(row[0], bool(row[1]), bool(row[2])) if row else ChannelConfig()
+            return self._cache[channel]
+
+    def update(self, channel: str, **changes) -> ChannelConfig:
+        """Changes some of persona/always/voice for `channel` and saves the row."""
+        new = replace(self.get(channel), **changes)
+        with self._lock:
+            with self._connect() as db:
+                db.execute("INSERT INTO discord_channels (channel, persona, always, voice) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT(channel) DO UPDATE SET persona = excluded.persona, "
+                           "always = excluded.always, voice = excluded.voice",
+                           (channel, new.persona, int(new.always), int(new.voice)))
+            self._cache[channel] = new
+        return new
