@@ -134,6 +134,14 @@ class Agent:
                 from .embedding.cache import EmbeddingCache
                 from .embedding.fusion import load_adapter
 
+                from .training.tune import load_tuned, tuned_path
+
+                tuned = tuned_path(self.home, persona.slug)
+                if tuned.is_file():  # `personae tune` fitted this persona: its vectors beat the adapter's
+                    found = load_tuned(tuned)
+                    if found.lm == self.lm.source:
+                        self._soft[persona.slug] = found.soft.to(self.lm.model.dtype)
+                        return self._soft[persona.slug]
                 if self._adapter is None:
                     self._adapter = (load_adapter(self._adapter_path()), self._persona_encoder())
                 adapter, encoder = self._adapter

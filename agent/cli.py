@@ -99,6 +99,35 @@ def discord_bot(config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = No
         raise typer.Exit(2)
 
 
+@app.command()
+def train(train_config: Annotated[Optional[Path], typer.Option("--train-config", help="YAML of training options (agent/training/config.py).")] = None,
+          train_set: Annotated[Optional[list[str]], typer.Option("--train-set", "-t", help="Override a training option: -t epochs=2")] = None,
+          resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of the same run.")] = False,
+          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Train the persona-embedding adapter by context distillation (encoders and LM stay frozen)."""
+    from .config import load_config
+    from .training import load_train_config, train as run_training
+
+    summary = run_training(load_config(config, set or ()), load_train_config(train_config, train_set or ()),
+                           home=home, resume=resume)
+    print(yaml.safe_dump(summary, sort_keys=False), end="")
+
+
+@app.command()
+def tune(persona: Annotated[str, typer.Option("--persona", "-p", help="Persona name, slug or folder.")],
+         steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 30,
+         lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+         examples: Annotated[int, typer.Option(help="Teacher replies to fit.")] = 8,
+         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to save the tuned soft prompt.")] = None,
+         config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Fit one persona's soft prompt (starting from the trained adapter's output) for the closest fit."""
+    from .config import load_config
+    from .training import tune as run_tune
+
+    summary = run_tune(load_config(config, set or ()), persona, home=home, steps=steps, lr=lr, examples=examples, out=output)
+    print(yaml.safe_dump(summary, sort_keys=False), end="")
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set: SetOpt = None):
     """Print the effective configuration as YAML (defaults, file and overrides merged)."""

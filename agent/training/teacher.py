@@ -125,7 +125,7 @@ def teacher_key(lm: LoadedLM, files: Sequence[Path], examples: Sequence[Example]
     """sha256 of the LM (source and weights fingerprint), the data files, the examples and the options used."""
     digest = hashlib.sha256(f"teacher v{TEACHER_VERSION} {lm.source} {weights_fingerprint(lm.model)}\n".encode())
     for path in sorted(files):
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     options = {"greeting": cfg.greeting, "reply_tokens": cfg.reply_tokens, "top_k": cfg.top_k,
                "teacher_batch": cfg.teacher_batch,  # batching moves near-ties, so it can change a reply
                "user": chat.user_name, "repetition_penalty": chat.repetition_penalty,

@@ -108,8 +108,8 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
     students = student_examples(lm, {persona.slug: persona}, teacher, cfg, config.chat, start.shape[0])
 
     torch.manual_seed(cfg.seed)
-    vectors = torch.nn.Parameter(start.detach().clone().float())  # (K, d)
-    norm = adapter.target_norm.float()
+    vectors = torch.nn.Parameter(start.detach().clone().float().to(lm.device))  # (K, d)
+    norm = adapter.target_norm.float().to(lm.device)
     optimizer = torch.optim.Adam([vectors], lr=lr)
     model, pad = lm.model, pad_id(lm.tokenizer)
 
@@ -119,7 +119,7 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
     began = time.perf_counter()
     initial = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
     bar = tqdm(range(steps), desc=f"tuning {persona.slug}", unit="step", dynamic_ncols=True)
-    for step in bar:
+    for _ in bar:
         order = torch.randperm(len(students)).tolist()[:cfg.batch_size]
         batch = make_batch([students[i] for i in order], pad)
         loss, _ = distill_loss(student_logits(model, batch, soft_for(order)), batch, cfg)
