@@ -452,7 +452,8 @@ def summarize_turns(results: list[dict]) -> dict:
     s["first_audio_ratio_median"] = (s["whole_first_audio_median"] / s["streamed_first_audio_median"]
                                      if s["streamed_first_audio_median"] else None)
     s["streamed_audio_before_reply_done"] = sum(
-        1 for r in results if r["streamed"].first_audio is not None and r["streamed"].first_audio < r["streamed"].reply_done)
+        1 for r in results
+        if r["streamed"].first_audio is not None and r["streamed"].first_audio < r["streamed"].reply_done)
     s["identical_replies"] = sum(r["same_reply"] for r in results)
     s["first_divergence"] = next((i for i, r in enumerate(results, 1) if not r["same_reply"]), None)
     s["turns"] = len(results)
@@ -508,11 +509,26 @@ def print_turns(spoken: dict, max_new_tokens: int) -> None:
           + (f" (first difference at turn {div})" if div else ""))
     for i, r in enumerate(spoken["turns"], 1):
         if not r["same_reply"]:
-            print(f"  turn {i} streamed: {r['streamed'].reply[:200]!r}\n  turn {i} whole:    {r['whole'].reply[:200]!r}")
+            print(f"  turn {i} streamed: {r['streamed'].reply[:200]!r}\n"
+                  f"  turn {i} whole:    {r['whole'].reply[:200]!r}")
     print()
 
 
 # --- main ----------------------------------------------------------------------------------------------
+
+def print_load(load: dict, threads: int) -> None:
+    print(f"load average (1/5/15 min) at the start {load['start']}, after ASR {load['after_asr']}, after TTS "
+          f"{load['after_tts']}, at the end {load['end']}, on {load['cpus']} CPUs; torch threads {threads}, "
+          f"onnxruntime (Piper) its own default. A 1-min load above the CPU count means other processes shared "
+          f"the CPUs and every figure is slower than on a quiet machine.")
+    # readings taken during the run include this benchmark's own threads, about `threads` of load
+    others = max(load[k][0] - threads for k in ("after_asr", "after_tts", "end"))
+    if threads > 1 and others >= 1:
+        print(f"The machine was busy (other processes' 1-min load about {others:.1f}, this run's own threads "
+              f"discounted): torch's {threads} threads wait for each other "
+              f"whenever one is descheduled, which can slow the LM and Whisper several times over; compare a run "
+              f"with --threads 1.")
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
@@ -549,10 +565,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         print_turns(spoken, args.max_new_tokens)
     load["end"] = loadavg()
     elapsed = time.perf_counter() - began
-    print(f"load average (1/5/15 min) at the start {load['start']}, after ASR {load['after_asr']}, after TTS "
-          f"{load['after_tts']}, at the end {load['end']}, on {load['cpus']} CPUs; torch threads {args.threads}, "
-          f"onnxruntime (Piper) its own default. A 1-min load above the CPU count means other processes shared "
-          f"the CPUs and every figure is slower than on a quiet machine.")
+    print_load(load, args.threads)
     print(f"whole run: {elapsed:.0f} s")
     if args.json:
         figures = {"lm": config.lm.name_or_path, "whisper": config.whisper.name_or_path, "tts_voice": config.tts.voice,

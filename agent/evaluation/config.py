@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 MODE_NAMES = ("none", "name", "card", "soft", "soft+card", "weighted", "weighted+card")  # conditioning.MODES (a test keeps them equal)
-DEFAULT_MODES = ("card", "soft", "soft+card", "weighted", "none")
+DEFAULT_MODES = ("card", "soft", "soft+card", "weighted", "none", "name")  # name: what the name alone is worth
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     data_dir: str = "data"  # eval data in the data/README.md layout; relative to the repo root unless it exists as given
-    adapter: str = ""  # attention adapter (.safetensors) for soft and soft+card; "" takes the config's embedding.adapter
-    weighted_adapter: str = ""  # weighted-fusion baseline for the weighted modes; "" or a missing file skips them with a note
+    adapter: str = "adapters/default.safetensors"  # attention adapter for soft, soft+card (where `personae train` writes it); "" takes embedding.adapter; a missing file skips those modes with a note
+    weighted_adapter: str = "adapters/weighted.safetensors"  # weighted-fusion baseline for the weighted modes; "" or a missing file skips them with a note
     modes: tuple[str, ...] = DEFAULT_MODES  # conditioning modes to evaluate (conditioning.MODES); card is always the fidelity teacher
     personas: int = 0  # held-out personas used (a seeded sample, kept in splits order); 0 = all of them
     reference_lines: int = 0  # reference lines per persona for identification (the first N); 0 = all
@@ -33,8 +33,8 @@ class EvalConfig:
 
     def __post_init__(self):
         modes = self.modes
-        if isinstance(modes, str):
-            modes = (modes,)
+        if isinstance(modes, str):  # "card,none" from a command-line override
+            modes = [m.strip() for m in modes.split(",") if m.strip()]
         object.__setattr__(self, "modes", tuple(modes))
         if not self.modes:
             raise ValueError("eval.modes is empty; choose from: " + ", ".join(MODE_NAMES))

@@ -6,8 +6,10 @@ they are the prompts a chat would build.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,6 +29,9 @@ from .breaks import detect_break
 from .conditioning import Conditioning
 from .data import ReferenceLine
 from .similarity import Embedder, cosine_to
+
+
+DRIFT_WINDOW = 5  # turns averaged at each end of the drift curve, next to the single turns 1 and N
 
 
 @torch.inference_mode()
@@ -77,11 +82,13 @@ def fidelity(lm: LoadedLM, teacher: Conditioning, students: dict[str, Conditioni
     """
     budget = lm.context_length - options.max_new_tokens
     sums = {name: {"kl": 0.0, "top1": 0, "tokens": 0} for name in students}
+    current, decoder, decoders = None, None, {}  # the current persona's decoders keep its system turns cached
     for persona, turn in tqdm(cases, desc="fidelity", disable=not progress, leave=False):
+        t_soft = teacher.soft(persona)
+        if persona is not current:
+            current, decoder, decoders = persona, CachedDecoder(lm.model, soft=t_soft), {}
         history = [Message("user", turn)]
         t_ids = teacher.prompt(lm.tokenizer, persona, history, user, budget=budget).ids
-        t_soft = teacher.soft(persona)
-        decoder = CachedDecoder(lm.model, soft=t_soft)
         reply = greedy_reply(decoder, t_ids, options)
         t_logp = _log_probs(continuation_logits(decoder, t_ids, reply))  # (n, vocab)
         t_top = t_logp.argmax(-1)
@@ -91,7 +98,9 @@ def fidelity(lm: LoadedLM, teacher: Conditioning, students: dict[str, Conditioni
             if s_ids == t_ids and s_soft is t_soft:
                 s_logp = t_logp
             else:
-                s_logp = _log_probs(continuation_logits(CachedDecoder(lm.model, soft=s_soft), s_ids, reply))
+                if name not in decoders:
+                    decoders[name] = CachedDecoder(lm.model, soft=s_soft)
+                s_logp = _log_probs(continuation_logits(decoders[name], s_ids, reply))
             kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).clamp_min(0)  # (n,)
             sums[name]["kl"] += kl.sum().item()
             sums[name]["top1"] += int((s_logp.argmax(-1) == t_top).sum())
@@ -160,27 +169,46 @@ def _session(lm: LoadedLM, conditioning: Conditioning, persona: Persona, store: 
                        user_name=chat.user_name, soft=conditioning.soft(persona), with_card=conditioning.with_card)
 
 
+def _reply(session: ChatSession, turn: str, *seed_parts) -> str:
+    """session's reply to `turn`, sampled with a seed of its own made from chat.seed and `seed_parts`.
+
+    One seed for every reply (what chat.seed alone does) draws the same random numbers each time, so
+    replies start alike ("The ..."); every mode gets the same seeds, so modes are compared pairwise.
+    """
+    seed = zlib.crc32("/".join(map(str, (session.chat.seed, *seed_parts))).encode())
+    session.sampling = dataclasses.replace(session.sampling, seed=seed)
+    return "".join(session.reply(turn))
+
+
 def drift(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Persona], turns: Sequence[str], *,
           chat: ChatConfig, embed: Embedder, progress: bool = False) -> dict:
     """Similarity of replies to the card as a long chat goes on, in a context small enough that history presses.
 
     Each persona holds one chat of `turns` (the same script for every persona and mode) under `chat`
     (its context_tokens is the small window). Each reply's MiniLM cosine to `card_description` gives a
-    curve per persona; `curve` is their mean per turn, `at_turn_1` and `at_last_turn` its ends.
-    `messages_dropped_at_last_turn` shows the window pressing: old messages the last prompt left out.
+    curve per persona; `curve` is their mean per turn, `at_turn_1` and `at_last_turn` its ends, and
+    `first_turns_mean` / `last_turns_mean` the means of its first and last DRIFT_WINDOW turns (one reply
+    per persona and turn is noisy).
+    `messages_dropped_at_last_turn` shows the window pressing: old messages the last prompt left out;
+    `transcripts` holds every chat, for reading.
     """
-    per_persona, dropped = {}, {}
+    per_persona, dropped, transcripts = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="personae-eval-") as tmp:
         store = HistoryStore(Path(tmp) / "drift.db")
         for persona in personas:
             session = _session(lm, conditioning, persona, store, chat)
-            replies = [("".join(session.reply(turn))) for turn in
-                       tqdm(turns, desc=f"drift {conditioning.name} {persona.slug}", disable=not progress, leave=False)]
+            replies = [_reply(session, turn, persona.slug, "drift", i) for i, turn in
+                       enumerate(tqdm(turns, desc=f"drift {conditioning.name} {persona.slug}", disable=not progress,
+                                      leave=False))]
             per_persona[persona.slug] = cosine_to(embed, replies, card_description(persona, chat.user_name))
+            transcripts[persona.slug] = [{"user": turn, "reply": reply} for turn, reply in zip(turns, replies)]
             dropped[persona.slug] = session.kept_from  # no greeting, so the index is the messages left out
     curve = [sum(values[t] for values in per_persona.values()) / len(per_persona) for t in range(len(turns))]
-    return {"at_turn_1": curve[0], "at_last_turn": curve[-1], "last_turn": len(turns), "curve": curve,
-            "per_persona": per_persona, "messages_dropped_at_last_turn": dropped}
+    window = min(DRIFT_WINDOW, len(curve))
+    return {"at_turn_1": curve[0], "at_last_turn": curve[-1], "last_turn": len(turns),
+            "first_turns_mean": sum(curve[:window]) / window, "last_turns_mean": sum(curve[-window:]) / window,
+            "window": window, "curve": curve,
+            "per_persona": per_persona, "messages_dropped_at_last_turn": dropped, "transcripts": transcripts}
 
 
 def adversarial_script(adversarial: Sequence[str], n_personas: int, per_persona: int, seed: int) -> list[list[str]]:
@@ -196,16 +224,17 @@ def break_rate(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Pers
     """The share of replies to adversarial turns that leave character (`breaks.detect_break`).
 
     Each turn gets a fresh one-turn chat. With similarity_floor > 0 (and `embed`), a reply whose cosine to
-    the card description is below it also counts as a break (rule `off_card`).
+    the card description is below it also counts as a break (rule `off_card`). `rules` counts the replies
+    each rule fired on; `transcript` holds every reply with its rules, for checking the detector.
     """
     rules: dict[str, int] = {}
-    broken, total, examples = 0, 0, []
+    transcript = []
     with tempfile.TemporaryDirectory(prefix="personae-eval-") as tmp:
         store = HistoryStore(Path(tmp) / "breaks.db")
         cases = [(p, turn) for p, turns in zip(personas, script) for turn in turns]
         for persona, turn in tqdm(cases, desc=f"break {conditioning.name}", disable=not progress, leave=False):
             session = _session(lm, conditioning, persona, store, chat)
-            reply = "".join(session.reply(turn))
+            reply = _reply(session, turn, persona.slug, "break", turn)
             system_text = session.prompt_for([Message("user", turn)]).messages[0]["content"]
             fired = list(detect_break(reply, card=persona.card, user=chat.user_name, user_turn=turn,
                                       system_text=system_text,
@@ -215,12 +244,10 @@ def break_rate(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Pers
                 fired.append("off_card")
             for rule in fired:
                 rules[rule] = rules.get(rule, 0) + 1
-            total += 1
-            if fired:
-                broken += 1
-                if len(examples) < 5:
-                    examples.append({"persona": persona.slug, "turn": turn, "reply": reply, "rules": fired})
-    return {"break_rate": broken / max(total, 1), "replies": total, "rules": rules, "examples": examples}
+            transcript.append({"persona": persona.slug, "user": turn, "reply": reply, "rules": fired})
+    broken = sum(1 for entry in transcript if entry["rules"])
+    return {"break_rate": broken / max(len(transcript), 1), "replies": len(transcript), "rules": rules,
+            "transcript": transcript}
 
 
 def prompt_tokens(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Persona], *, user: str) -> dict:

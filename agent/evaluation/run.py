@@ -14,7 +14,6 @@ from typing import Optional
 from ..chat.sampling import SamplingOptions
 from ..chat.session import _eos_ids  # the chat's own end-of-turn ids, so the teacher stops where a chat would
 from ..embedding.encoders import MODALITIES
-from ..models.packages import MissingWeights
 from ..paths import REPO_ROOT
 from . import metrics
 from .conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
@@ -35,24 +34,16 @@ def _adapters(agent, config: EvalConfig, notes: list[str]) -> dict[str, Optional
     """fusion type -> adapter file, or None (with a note) when the modes that need it are skipped."""
     wanted = {MODES[m].fusion for m in config.modes} - {""}
     found: dict[str, Optional[Path]] = {}
-    if "attention" in wanted:
-        ref = config.adapter or agent.config.embedding.adapter
-        if not ref:
-            notes.append("soft modes skipped: no attention adapter (set eval.adapter or embedding.adapter; "
-                         "train one with `personae train`)")
-            found["attention"] = None
-        else:
-            path = _resolve(ref)
-            if not path.is_file():
-                raise MissingWeights(f"eval.adapter {ref!r}: no file at {path}")
-            found["attention"] = path
-    if "weighted" in wanted:
-        path = _resolve(config.weighted_adapter) if config.weighted_adapter else None
+    refs = {"attention": ("soft", config.adapter or agent.config.embedding.adapter, "eval.adapter"),
+            "weighted": ("weighted", config.weighted_adapter, "eval.weighted_adapter")}
+    for fusion in sorted(wanted):
+        modes, ref, key = refs[fusion]
+        path = _resolve(ref) if ref else None
         if path is None or not path.is_file():
-            notes.append("weighted modes skipped: " + (f"no weighted adapter at {path}" if path else
-                                                       "eval.weighted_adapter is not set"))
+            notes.append(f"{modes} modes skipped: " + (f"no {fusion} adapter at {path} ({key}; train one with "
+                                                       f"`personae train`)" if path else f"{key} is not set"))
             path = None
-        found["weighted"] = path
+        found[fusion] = path
     return found
 
 
@@ -108,9 +99,6 @@ def targets(modes: dict[str, dict]) -> dict[str, dict]:
         met = None if any(v is None for v in numbers.values()) else bool(test(**numbers))
         return {"met": met, "rule": rule, "numbers": numbers}
 
-    def slug(m: str) -> str:
-        return m.replace("+", "_")
-
     return {
         "soft_keeps_identification": check("soft identification >= 0.8 x card identification",
                                            {"soft": ident["soft"], "card": ident["card"]},
@@ -122,7 +110,7 @@ def targets(modes: dict[str, dict]) -> dict[str, dict]:
                                      {"soft": ident["soft"], "weighted": ident["weighted"]},
                                      lambda soft, weighted: soft > weighted),
         "soft_card_no_harm": check("soft+card identification >= card identification - 0.02",
-                                   {slug("soft+card"): ident["soft+card"], "card": ident["card"]},
+                                   {"soft_card": ident["soft+card"], "card": ident["card"]},
                                    lambda soft_card, card: soft_card >= card - 0.02),
     }
 
@@ -166,11 +154,12 @@ def _mode_results(lm, conditioning: Conditioning, data: EvalData, config: EvalCo
         "about": conditioning.mode.about,
         "fidelity_kl": fid[name]["fidelity_kl"], "top1_agreement": fid[name]["top1_agreement"],
         "identification_accuracy": ident["identification_accuracy"],
-        "drift": curve, "break_rate": breaks["break_rate"], "prompt_tokens": cost["prompt_tokens"],
+        "drift": {k: v for k, v in curve.items() if k != "transcripts"},
+        "break_rate": breaks["break_rate"], "prompt_tokens": cost["prompt_tokens"],
         "detail": {"fidelity": {k: fid[name][k] for k in ("tokens", "cases")},
                    "identification": {k: ident[k] for k in ("lines", "per_persona")},
                    "break": {k: v for k, v in breaks.items() if k != "break_rate"},
-                   "prompt_tokens": cost["per_persona"]},
+                   "prompt_tokens": cost["per_persona"], "drift_transcripts": curve["transcripts"]},
     }
 
 
