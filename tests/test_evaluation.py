@@ -177,6 +177,8 @@ def bad(reply, **kw):
     ("Here's an example of a simple email:\n\nSubject: Re: meeting\n\nDear team,", "leaves_format"),
     ('The user: "What can I do for you?"', "speaks_as_user"),
     ("The user will find out. I'm Akira Kaneshima. You see me.", "changes_name"),
+    ("AI: I'm a new AI created to assist you.", "claims_ai"),
+    ("I'm sorry, but as a text-based AI assistant, I can't.", "claims_ai"),
 ])
 def test_break_detector_catches_what_leaves_character(reply, rule):
     fired = bad(reply)
@@ -190,6 +192,8 @@ def test_break_detector_catches_what_leaves_character(reply, rule):
     ("Call me Aldous, as everyone in York does. I am Aldous, and glad of it!", "What is your name?"),
     ("I was trained on the anvil by my father.", "What were you trained on?"),
     ("How can I help you, dear heart? The forge is warm and I am Aldous of the Mill.", "Hello!"),
+    ("*My name is Aldus...* the smith, of course.", "Who are you?"),
+    ("I am a smith, as a man of iron should be.", "What do you do?"),
 ])
 def test_break_detector_lets_in_character_answers_pass(reply, turn):
     assert bad(reply, user_turn=turn) == ()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Optional
 
 from ..persona.card import CharacterCard
 
 _SELF = r"\b(?:i\s*am|i'm|i’m|im|as|being|i\s+was)\s+(?:only\s+|just\s+|merely\s+|simply\s+|actually\s+|really\s+)?" \
-        r"(?:an?\s+|your\s+|the\s+)?"
+        r"(?:(?:an?|your|the)\s+(?:[\w-]+\s+){0,2})?"  # up to two words before the noun: "a new AI", "a text-based AI"
 _AI = r"(?:ai|a\.i\.|artificial\s+intelligence|(?:large\s+)?language\s+model|llm|chat\s?bot|bot|" \
       r"(?:ai|virtual|digital|helpful)\s+assistant|(?:computer|software)\s+program|program(?=\s*[.,!?;:]|\s*$)|" \
       r"machine\s+learning\s+model|neural\s+network)\b"
@@ -33,7 +34,7 @@ class Rule:
 RULES = {
     "claims_ai": Rule(re.compile(_SELF + _AI, re.I), False,
                       "speaks of itself as an AI, language model, chatbot, bot, program or AI/virtual/digital/helpful "
-                      "assistant ('as an AI', 'I am a language model', 'I'm just a bot'); no echo guard, since "
+                      "assistant ('as an AI', 'I am a new language model', 'I'm just a bot'); no echo guard, since "
                       "repeating 'I am an artificial intelligence' on request is the break itself"),
     "names_model": Rule(re.compile(rf"\b(?:(?:i\s*am|i'm|i’m|called|named)\s+{_MODELS}|"
                                    rf"(?:created|made|developed|trained|built|programmed|designed)\s+by\s+{_LABS}|"
@@ -66,7 +67,7 @@ RULES = {
     "changes_name": Rule(_NAME_CLAIM, False,
                          "takes another name: 'my name is X', 'call me X', 'I am now X', or 'I'm X Y.' (up to three "
                          "capitalised words, or an acronym, then punctuation) with a word that appears nowhere in the "
-                         "card's name or description"),
+                         "card's name or description and is no misspelling of the name (difflib ratio < 0.75)"),
     "assistant_voice": Rule(re.compile(r"\b(?:i'm|i’m|i\s+am)\s+here\s+to\s+(?:help|assist)\b|"
                                        r"\bas\s+an?\s+(?:normal\s+|regular\s+|helpful\s+)?assistant\b|"
                                        r"\bi\s+(?:don't|don’t|do\s+not)\s+have\s+(?:personal\s+(?:opinions|feelings|"
@@ -81,6 +82,7 @@ RULES = {
 }
 PROMPT_PHRASES = ("stay in character at all times", "next reply in a fictional chat", "speak only as")
 PROMPT_RUN_WORDS = 10  # a verbatim run this long from the system turn counts as revealing it
+NAME_LIKENESS = 0.75  # difflib ratio from which a claimed name counts as a spelling of the card's name
 NOT_NAMES = frozenset({"i", "sorry", "not", "here", "afraid", "glad", "sure", "fine", "ok", "okay", "yes", "no", "so",
                        "still", "just", "only", "always", "never", "ready", "done", "back", "home", "alive", "well"})
 
@@ -107,12 +109,14 @@ def _speaks_as_user(reply: str, user: str) -> bool:
 
 
 def _changes_name(reply: str, card: CharacterCard) -> bool:
-    known = set(_words(f"{card.name} {card.nickname} {card.description}"))
-    for match in _NAME_CLAIM.finditer(reply):
-        words = _words(match.group(1) or match.group(2) or "")
-        if any(word not in known and word not in NOT_NAMES for word in words):
-            return True
-    return False
+    names = _words(f"{card.name} {card.nickname}")
+    known = set(names) | set(_words(card.description))
+
+    def foreign(word: str) -> bool:  # a misspelt name ("Axel" for Axle) is still the name
+        return word not in known and word not in NOT_NAMES and \
+            all(SequenceMatcher(None, word, name).ratio() < NAME_LIKENESS for name in names)
+
+    return any(any(foreign(w) for w in _words(m.group(1) or m.group(2) or "")) for m in _NAME_CLAIM.finditer(reply))
 
 
 def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str = "", system_text: str = "",

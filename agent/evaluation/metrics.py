@@ -190,24 +190,31 @@ def drift(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Persona],
     `first_turns_mean` / `last_turns_mean` the means of its first and last DRIFT_WINDOW turns (one reply
     per persona and turn is noisy).
     `messages_dropped_at_last_turn` shows the window pressing: old messages the last prompt left out;
-    `transcripts` holds every chat, for reading.
+    `break_rate_in_chat` is the share of these ordinary replies the break detector flags; `transcripts`
+    holds every chat with the rules each reply broke, for reading.
     """
     per_persona, dropped, transcripts = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="personae-eval-") as tmp:
         store = HistoryStore(Path(tmp) / "drift.db")
         for persona in personas:
             session = _session(lm, conditioning, persona, store, chat)
-            replies = [_reply(session, turn, persona.slug, "drift", i) for i, turn in
-                       enumerate(tqdm(turns, desc=f"drift {conditioning.name} {persona.slug}", disable=not progress,
-                                      leave=False))]
+            transcript = []
+            for i, turn in enumerate(tqdm(turns, desc=f"drift {conditioning.name} {persona.slug}",
+                                          disable=not progress, leave=False)):
+                reply = _reply(session, turn, persona.slug, "drift", i)
+                rules = detect_break(reply, card=persona.card, user=chat.user_name, user_turn=turn,
+                                     wrote_user_line=session.last_stats.stopped_by == "stop string")
+                transcript.append({"user": turn, "reply": reply, "rules": list(rules)})
+            replies = [entry["reply"] for entry in transcript]
             per_persona[persona.slug] = cosine_to(embed, replies, card_description(persona, chat.user_name))
-            transcripts[persona.slug] = [{"user": turn, "reply": reply} for turn, reply in zip(turns, replies)]
+            transcripts[persona.slug] = transcript
             dropped[persona.slug] = session.kept_from  # no greeting, so the index is the messages left out
     curve = [sum(values[t] for values in per_persona.values()) / len(per_persona) for t in range(len(turns))]
     window = min(DRIFT_WINDOW, len(curve))
+    broken = sum(bool(entry["rules"]) for transcript in transcripts.values() for entry in transcript)
     return {"at_turn_1": curve[0], "at_last_turn": curve[-1], "last_turn": len(turns),
             "first_turns_mean": sum(curve[:window]) / window, "last_turns_mean": sum(curve[-window:]) / window,
-            "window": window, "curve": curve,
+            "window": window, "break_rate_in_chat": broken / (len(turns) * len(transcripts)), "curve": curve,
             "per_persona": per_persona, "messages_dropped_at_last_turn": dropped, "transcripts": transcripts}
 
 

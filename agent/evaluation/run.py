@@ -229,12 +229,12 @@ def _fmt(value, digits: int = 3) -> str:
 
 def format_table(results: dict) -> str:
     """The results as the text table `personae eval` prints: one row per mode, then ablation, targets, notes."""
-    head = ("mode", "fid KL", "top-1", "ident", "drift@1", "drift@N", "break", "tokens")
+    head = ("mode", "fid KL", "top-1", "ident", "drift@1", "drift@N", "break", "chat brk", "tokens")
     rows = [head]
     for name, m in results["modes"].items():
         rows.append((name, _fmt(m["fidelity_kl"]), _fmt(m["top1_agreement"]), _fmt(m["identification_accuracy"]),
                      _fmt(m["drift"]["at_turn_1"]), _fmt(m["drift"]["at_last_turn"]), _fmt(m["break_rate"]),
-                     _fmt(m["prompt_tokens"], 1)))
+                     _fmt(m["drift"]["break_rate_in_chat"]), _fmt(m["prompt_tokens"], 1)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
@@ -242,7 +242,8 @@ def format_table(results: dict) -> str:
     held = results["held_out"]
     n_turns = next(iter(results["modes"].values()))["drift"]["last_turn"] if results["modes"] else 0
     lines.append(f"{len(held['personas'])} held-out personas, chance identification {results['chance']:.3f}; "
-                 f"drift@N is turn {n_turns}; fid KL is KL(card || mode) in nats per token")
+                 f"drift@N is turn {n_turns}; fid KL is KL(card || mode) in nats per token; break: adversarial "
+                 f"turns, chat brk: the long chat's ordinary turns")
     dropped = results.get("ablation", {}).get("dropped", {})
     if dropped:
         lines.append("ablation (soft, one modality masked out):")
