@@ -185,22 +185,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """The top-level mapping of a YAML file; ConfigError naming the file when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return tree
+
+
 def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Reads a YAML config (or the defaults when `path` is None) and applies KEY=VALUE overrides."""
-    tree: dict = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    tree = read_yaml_mapping(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    return from_dict(Config, tree, f"{where}:")
+    return from_dict(Config, tree, f"{path if path is not None else 'defaults'}:")

@@ -63,22 +63,10 @@ def load_eval_config(path: Optional[str | Path] = None, overrides: tuple[str, ..
 
     An unknown key is a ConfigError naming it and the file, as for the main config.
     """
-    import yaml
+    from ..config import from_dict, parse_override, read_yaml_mapping
 
-    from ..config import ConfigError, from_dict, parse_override
-
-    tree, where = {}, "eval defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"eval config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of eval keys")
+    tree = read_yaml_mapping(path, "eval config") if path is not None else {}
+    where = str(path) if path is not None else "eval defaults"
     for text in overrides:
         key, value = parse_override(text)
         tree[key.removeprefix("eval.")] = value

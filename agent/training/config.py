@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
 
 STUDENT_MODES = ("soft", "soft+card")  # what the student sees besides the soft prompt: nothing | the card text
 PRECISIONS = ("no", "bf16", "fp16")  # accelerate's mixed_precision names
@@ -76,21 +75,10 @@ def load_train_config(path: Optional[str | Path] = None, overrides: tuple[str, .
 
     Overrides may name a key alone (`epochs=1`) or with the section (`train.epochs=1`).
     """
-    from ..config import ConfigError, from_dict, parse_override
+    from ..config import from_dict, parse_override, read_yaml_mapping
 
-    tree: dict = {}
-    where = "train defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"training config not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of training options")
+    tree = read_yaml_mapping(path, "training config") if path is not None else {}
+    where = str(path) if path is not None else "train defaults"
     for text in overrides:
         key, value = parse_override(text)
         tree[key.removeprefix("train.")] = value
