@@ -128,6 +128,25 @@ def tune(persona: Annotated[str, typer.Option("--persona", "-p", help="Persona n
     print(yaml.safe_dump(summary, sort_keys=False), end="")
 
 
+@app.command("eval")
+def evaluate_command(json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")] = None,
+                     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Draw drift over turns and identification per mode as a PNG.")] = None,
+                     eval_config: Annotated[Optional[Path], typer.Option("--eval-config", "-e", help="YAML of eval options (agent/evaluation/config.py).")] = None,
+                     eval_set: Annotated[Optional[list[str]], typer.Option("--eval-set", "-E", help="Override an eval option: -E personas=4 -E modes=card,none")] = None,
+                     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+                     config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Score card, soft, soft+card and weighted conditioning on the held-out personas and turns."""
+    from .evaluation.config import load_eval_config
+    from .evaluation.run import evaluate, format_table, plot, save_json
+
+    results = evaluate(_agent(config, set, home), load_eval_config(eval_config, eval_set or ()), progress=not quiet)
+    print(format_table(results))
+    if json_path:
+        save_json(results, json_path)
+    if plot_path:
+        plot(results, plot_path)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set: SetOpt = None):
     """Print the effective configuration as YAML (defaults, file and overrides merged)."""

@@ -72,7 +72,8 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
     prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
     """
     messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card)}]
-    phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user)
+    # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
+    phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user) if with_card else ""
     for m in history:
         messages.append({"role": m.role, "content": m.content})
         if phi and m.role == "user":
