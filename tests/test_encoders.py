@@ -33,11 +33,8 @@ def write_persona(folder: Path, *, name: str = "Mara", description: str = "A pir
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread):
+    pass
 
 
 @pytest.fixture(scope="session")

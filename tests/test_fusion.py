@@ -16,11 +16,8 @@ SMALL = dict(k=4, width=32, depth=2, heads=4)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread):
+    pass
 
 
 def persona_tokens(seed: int, *, image: int = 17, audio: int = 8, text: int = 30) -> dict[str, ModalityTokens]:

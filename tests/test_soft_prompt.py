@@ -6,11 +6,8 @@ from agent.embedding.soft_prompt import IGNORE_INDEX, insert_soft_prompt
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread):
+    pass
 
 
 def batch(B=2, T=5, d=8):

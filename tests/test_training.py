@@ -23,11 +23,8 @@ TURNS = ["Hello!", "Where did you grow up?", "Tell me a secret.", "Go on.", "Wha
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread):
+    pass
 
 
 def write_dataset(root):

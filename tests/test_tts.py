@@ -17,6 +17,7 @@ from agent.models.packages import MissingWeights
 from agent.paths import SHIPPED_PERSONAS
 from agent.persona import CardError
 from agent.persona.store import load_persona
+from agent.speech.coqui_tiny import save_tiny_vits
 from agent.speech.tts import (ENGINES, Synthesizer, VoiceSettings, load_synthesizer, shift_pitch, time_stretch,
                               voice_settings)
 
@@ -179,32 +180,6 @@ def test_a_missing_piper_voice_names_the_path(tmp_path):
 
 
 # --- Coqui (a tiny random VITS, and missing models) ----------------------------------------------------
-
-def save_tiny_vits(folder, sample_rate: int = 16000) -> None:
-    """A ~250k-parameter random VITS on plain characters (no espeak): config.json + model.pth in `folder`."""
-    import torch
-    from TTS.config.shared_configs import BaseAudioConfig
-    from TTS.tts.configs.shared_configs import CharactersConfig
-    from TTS.tts.configs.vits_config import VitsArgs, VitsConfig
-    from TTS.tts.models.vits import Vits
-
-    characters = CharactersConfig(characters_class="TTS.tts.models.vits.VitsCharacters", pad="_", eos="", bos="",
-                                  blank=None, characters="abcdefghijklmnopqrstuvwxyz", punctuations="!'(),-.:;? ",
-                                  phonemes=None, is_unique=True, is_sorted=True)
-    args = VitsArgs(hidden_channels=16, hidden_channels_ffn_text_encoder=32, num_layers_text_encoder=1,
-                    num_layers_posterior_encoder=1, num_layers_flow=1, resblock_kernel_sizes_decoder=[3],
-                    resblock_dilation_sizes_decoder=[[1, 3, 5]], upsample_initial_channel_decoder=16,
-                    init_discriminator=False, use_sdp=False)  # deterministic durations
-    audio = BaseAudioConfig(sample_rate=sample_rate, hop_length=256, win_length=1024, fft_size=1024,
-                            do_trim_silence=False)
-    config = VitsConfig(model_args=args, use_phonemes=False, text_cleaner="basic_cleaners", characters=characters,
-                        audio=audio)
-    torch.manual_seed(0)
-    model = Vits(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    config.save_json(str(folder / "config.json"))
-    torch.save({"model": model.state_dict()}, folder / "model.pth")
-
 
 @pytest.fixture(scope="module")
 def tiny_coqui(tmp_path_factory):

@@ -13,11 +13,8 @@ from test_training import write_dataset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread):
+    pass
 
 
 @pytest.fixture()
