@@ -9,9 +9,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from ..persona.store import Persona, load_persona
+from ..config import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,6 @@ class EvalData:
         return [rng.choice(self.turns) for _ in range(n)]
 
 
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation data file {path} not found (see data/README.md for the layout)")
-    tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(tree, dict):
-        raise ValueError(f"{path}: the top level must be a mapping")
-    return tree
-
-
 def _key(tree: dict, path: Path, *keys: str):
     node = tree
     for i, key in enumerate(keys):
@@ -56,13 +47,13 @@ def _key(tree: dict, path: Path, *keys: str):
 def load_eval_data(folder: Path, *, personas: int = 0, reference_lines: int = 0, seed: int = 0) -> EvalData:
     """The held-out part of `folder`; `personas` > 0 keeps a seeded sample of that many (in splits order).
 
-    reference_lines > 0 keeps each persona's first that-many lines. Raises FileNotFoundError or
+    reference_lines > 0 keeps each persona's first that-many lines. Raises ConfigError (missing or malformed file) or
     ValueError naming the file when something is missing.
     """
     folder = Path(folder)
     splits_file, turns_file, refs_file = (folder / name for name in
                                           ("splits.yaml", "user_turns.yaml", "reference_lines.yaml"))
-    splits, pool, refs = _read_yaml(splits_file), _read_yaml(turns_file), _read_yaml(refs_file)
+    splits, pool, refs = (read_yaml_mapping(f, "evaluation data") for f in (splits_file, turns_file, refs_file))
     slugs = list(_key(splits, splits_file, "personas", "held_out"))
     if personas:
         if personas > len(slugs):

@@ -9,11 +9,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from ..chat.prompt import Message, greeting
 from ..persona.card import CharacterCard
 from ..persona.store import Persona, load_persona
+from ..config import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -30,19 +30,10 @@ class TrainingData:
     files: tuple[Path, ...]  # every file the teacher's replies depend on (for cache keys)
 
 
-def _read_yaml(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; the training data set needs {what} (see data/README.md)")
-    tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(tree, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return tree
-
-
 def _read_splits(root: Path) -> tuple[dict, dict[int, str]]:
     """(splits.yaml, {turn id: text}) after checking that train and held-out never overlap."""
-    splits = _read_yaml(root / "splits.yaml", "splits.yaml")
-    pool = _read_yaml(root / "user_turns.yaml", "user_turns.yaml")
+    splits = read_yaml_mapping(root / "splits.yaml", "training data")
+    pool = read_yaml_mapping(root / "user_turns.yaml", "training data")
     try:
         train, held_out = set(splits["personas"]["train"]), set(splits["personas"]["held_out"])
         train_turns, held_turns = set(splits["user_turns"]["train"]), set(splits["user_turns"]["held_out"])
