@@ -30,8 +30,13 @@ class Agent:
         self._soft: dict = {}  # persona slug -> (K, d) soft prompt
         self._embedding_lock = threading.Lock()
         from .chat.prefix import PrefixCache
+        from .persona.lore_store import LoreLibrary
 
         self.prefixes = PrefixCache()
+        self.lore = LoreLibrary(self.home.lore)
+        self._embedder = None
+        self._embedder_lock = threading.Lock()
+        self._memory_store = None
 
     @property
     def lm(self):
@@ -48,6 +53,46 @@ class Agent:
                 self._lm = load_lm(cfg.name_or_path, dtype=cfg.dtype, device=cfg.device,
                                    cache_dir=self.home.cache_dir("lm"), allow_download=cfg.allow_download)
             return self._lm
+
+    def embedder(self):
+        """MiniLM sentence embeddings (texts -> (n, 384) unit vectors) for memory, loaded on first use."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                from .models.embedder import load_embedder
+
+                self._embedder = load_embedder(self.config.embedder.name_or_path)
+            return self._embedder
+
+    @property
+    def memory_store(self):
+        """The memory tables of the history database (agent/chat/memory.py)."""
+        if self._memory_store is None:
+            from .chat.memory import MemoryStore
+
+            self._memory_store = MemoryStore(self.home.database)
+        return self._memory_store
+
+    def session_context(self, persona: Persona, session_id: int, user: str, *, store, saved: bool = True):
+        """Lore and memory for one session (agent/chat/context.py); memory only for saved sessions."""
+        from .chat.context import SessionContext
+        from .chat.session import _eos_ids
+        from .chat.summary import summarize
+
+        cfg = self.config
+        lm = self.lm
+        tokenizer = lm.tokenizer
+
+        def count_tokens(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        def summarize_turns(previous: str, turns: list[str]) -> str:
+            return summarize(lm, previous, turns, user=user, char=persona.name, max_tokens=cfg.memory.summary_tokens,
+                             eos_token_ids=_eos_ids(tokenizer, lm.model))
+
+        books = self.lore.books_for(persona, store.session_lore(session_id)) if cfg.lore.enabled else []
+        return SessionContext(session_id=session_id, char=persona.name, user=user, books=books, lore=cfg.lore,
+                              memory=cfg.memory, store=self.memory_store if saved else None, embedder=self.embedder,
+                              summarize=summarize_turns, count_tokens=count_tokens)
 
     @property
     def transcriber(self):
@@ -176,11 +221,34 @@ class Agent:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
         return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=store,
                            chat=self.config.chat, user_name=user, soft=self.soft_prompt(chosen),
-                           with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes)
+                           with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes,
+                           context=self.session_context(chosen, session_id, user, store=store, saved=save))
+
+    def attach_lore(self, session, name: str) -> None:
+        """Attaches imported lorebook `name` to a saved session (from its next turn on)."""
+        book = self.lore.get(name)
+        if session.context is None or not hasattr(session.store, "attach_lore"):
+            raise ValueError("this session is not saved; attach the lorebook to the persona instead")
+        session.store.attach_lore(session.id, self.lore.slug(name))
+        if all(b.source != book.source for b in session.context.books):
+            session.context.books.append(book)
+
+    def detach_lore(self, session, name: str) -> None:
+        from .persona.lorebook import LoreError
+
+        slug = self.lore.slug(name)
+        if slug not in session.store.session_lore(session.id):
+            raise LoreError(f"lorebook {name!r} is not attached to this session")
+        session.store.detach_lore(session.id, slug)
+        session.context.books = self.lore.books_for(session.persona, session.store.session_lore(session.id))
 
     def prompt_preview(self, persona: Optional[str] = None, message: Optional[str] = None, *,
                        resume: bool = False, user_name: Optional[str] = None) -> str:
-        """The exact prompt the model would see for the next turn, annotated for card authors."""
+        """The exact prompt the model would see for the next turn, annotated for card authors.
+
+        Lore shows which entries fired and why; memory is read but not written (nothing is archived).
+        """
+        from .chat.history import UnsavedHistory
         from .chat.prompt import Message, annotate, fit_prompt, greeting
 
         user = user_name or self.config.chat.user_name
@@ -193,7 +261,18 @@ class Agent:
         lm = self.lm
         budget = min(self.config.chat.context_tokens, lm.context_length) - self.config.chat.max_new_tokens
         soft = self.soft_prompt(chosen)
-        prompt = fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget,
-                            soft_tokens=0 if soft is None else soft.shape[0],
-                            with_card=self.config.embedding.conditioning != "soft")
-        return annotate(prompt, lm.tokenizer)
+        context = self.session_context(chosen, sid or 0, user, store=self.history if sid is not None else UnsavedHistory(),
+                                       saved=sid is not None)
+
+        def fit(ctx, kept_from=1):
+            return fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget, kept_from=kept_from,
+                              soft_tokens=0 if soft is None else soft.shape[0],
+                              with_card=self.config.embedding.conditioning != "soft", context=ctx)
+
+        first_fit = fit(context.build(history, 1, archive=False, recall=False))
+        prompt = fit(context.build(history, first_fit.kept_from, archive=False), first_fit.kept_from)
+        report = context.report
+        lines = [report.lore.explain() if report.lore is not None else "[lore: no lorebook]"]
+        if report.recalled:
+            lines.append("[memory: recalled " + ", ".join(f"#{r.item.id} ({r.score:.2f})" for r in report.recalled) + "]")
+        return "\n".join(lines) + "\n" + annotate(prompt, lm.tokenizer)

@@ -17,6 +17,8 @@ app = typer.Typer(help="personae: role-play characters that stay in character.",
                   add_completion=False, pretty_exceptions_enable=False)
 persona_app = typer.Typer(help="List, show, import and export personas (Character Cards).", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
+lore_app = typer.Typer(help="Import lorebooks (world info) and attach them to personas.", no_args_is_help=True)
+app.add_typer(lore_app, name="lore")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: the embedded default).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: -s chat.temperature=0.2")]
@@ -191,10 +193,68 @@ def persona_export(name: str,
     print(f"wrote {path}")
 
 
+@lore_app.command("import")
+def lore_import(file: Path, name: Annotated[Optional[str], typer.Option(help="Save under this name instead of the book's.")] = None,
+                persona: Annotated[Optional[str], typer.Option("--persona", "-p", help="Also attach it to this persona.")] = None,
+                replace: Annotated[bool, typer.Option(help="Replace an imported lorebook of the same name.")] = False,
+                home: HomeOpt = None, config: ConfigOpt = None):
+    """Import a lorebook: SillyTavern world info JSON, lorebook_v3, or a card JSON's character_book."""
+    agent = _agent(config, None, home)
+    chosen = agent.personas.get(persona) if persona else None
+    slug, book = agent.lore.import_file(file, name=name, replace=replace)
+    print(f"imported lorebook {book.name or slug!r} ({len(book.entries)} entries) as {slug}")
+    if chosen is not None:
+        agent.lore.attach(chosen.slug, slug)
+        print(f"attached {slug} to persona {chosen.slug}")
+
+
+@lore_app.command("list")
+def lore_list(home: HomeOpt = None, config: ConfigOpt = None):
+    """List imported lorebooks and the personas they are attached to."""
+    agent = _agent(config, None, home)
+    attached = agent.lore.attachments()
+    for slug in agent.lore.names():
+        book = agent.lore.get(slug)
+        users = ", ".join(p for p, books in attached.items() if slug in books) or "-"
+        print(f"{slug:24} {len(book.entries):4} entries   personas: {users}")
+
+
+@lore_app.command("show")
+def lore_show(name: str, home: HomeOpt = None, config: ConfigOpt = None):
+    """Print a lorebook's entries: keys, position, order, flags."""
+    book = _agent(config, None, home).lore.get(name)
+    print(f"# {book.name or name}: scan_depth {book.scan_depth}, token_budget {book.token_budget}, "
+          f"recursive_scanning {book.recursive_scanning}")
+    for e in book.entries:
+        flags = [f for f, on in (("constant", e.constant), ("selective", e.selective), ("regex", e.use_regex),
+                                 ("disabled", not e.enabled)) if on]
+        print(f"- {e.name or e.uid}: keys {list(e.keys)} order {e.insertion_order} {e.position}"
+              + (f" depth {e.depth}" if e.position == "depth" else "") + (f" [{', '.join(flags)}]" if flags else ""))
+
+
+@lore_app.command("attach")
+def lore_attach(name: str, persona: Annotated[str, typer.Option("--persona", "-p", help="Persona name, slug or folder.")],
+                detach: Annotated[bool, typer.Option(help="Detach instead.")] = False,
+                home: HomeOpt = None, config: ConfigOpt = None):
+    """Attach an imported lorebook to a persona (every session of it); /lore attach does it for one chat."""
+    agent = _agent(config, None, home)
+    chosen = agent.personas.get(persona)
+    (agent.lore.detach if detach else agent.lore.attach)(chosen.slug, name)
+    print(f"{'detached' if detach else 'attached'} {agent.lore.slug(name)} {'from' if detach else 'to'} {chosen.slug}")
+
+
+@lore_app.command("remove")
+def lore_remove(name: str, home: HomeOpt = None, config: ConfigOpt = None):
+    """Delete an imported lorebook (and its attachments)."""
+    _agent(config, None, home).lore.remove(name)
+    print(f"removed {name}")
+
+
 def main() -> None:
     from .config import ConfigError
     from .models.packages import MissingWeights
     from .persona.card import CardError
+    from .persona.lorebook import LoreError
     from .persona.store import UnknownPersona
     from .speech.audio import AudioError
 
@@ -211,7 +271,7 @@ def main() -> None:
     except MissingWeights as e:
         print(f"personae: missing weights: {e}", file=sys.stderr)
         sys.exit(3)
-    except (ConfigError, CardError, UnknownPersona, AudioError, FileNotFoundError) as e:
+    except (ConfigError, CardError, LoreError, UnknownPersona, AudioError, FileNotFoundError) as e:
         print(f"personae: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -78,6 +78,39 @@ class ChatConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = True  # turns that leave the context window are kept (embedded, summarised) and recalled when relevant
+    budget_tokens: int = 160  # prompt tokens for recalled turns at most (the summary and /remember notes have their own)
+    top_k: int = 3  # past turns recalled per new turn at most
+    min_score: float = 0.3  # MiniLM cosine(new message, past turn) below which a turn is not recalled
+    summary: bool = True  # the LM keeps a running summary of the turns that left the window
+    summary_tokens: int = 96  # longest summary, in LM tokens
+    notes_tokens: int = 160  # prompt tokens for the summary and /remember notes together
+
+    def __post_init__(self):
+        for name in ("budget_tokens", "top_k", "summary_tokens", "notes_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"memory.{name} must be >= 1, got {getattr(self, name)}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"memory.min_score must be in [-1, 1], got {self.min_score}")
+
+
+@dataclass(frozen=True)
+class LoreConfig:
+    enabled: bool = True  # lorebook entries (the card's character_book and attached lorebooks) enter the prompt
+    scan_depth: int = 0  # newest messages scanned for keys; 0 = each lorebook's own (SillyTavern's default is 2)
+    token_budget: int = 400  # lore tokens per prompt at most; a lorebook's own smaller budget wins
+    max_recursion: int = 3  # levels of entries triggered by other entries' text (books with recursive_scanning)
+    placement: str = "recent"  # recent: key-activated entries go in a note before the newest message (the cached prefix stays) | card: around the card, as SillyTavern does
+
+    def __post_init__(self):
+        if self.scan_depth < 0 or self.token_budget < 1 or self.max_recursion < 0:
+            raise ConfigError("lore.scan_depth and lore.max_recursion must be >= 0 and lore.token_budget >= 1")
+        if self.placement not in ("recent", "card"):
+            raise ConfigError(f"lore.placement must be recent or card, got {self.placement!r}")
+
+
+@dataclass(frozen=True)
 class CardLimits:
     max_file_bytes: int = 20 * 1024 * 1024  # a card file (PNG/JSON/CHARX) larger than this is refused
     max_chunk_bytes: int = 4 * 1024 * 1024  # one PNG text chunk
@@ -107,6 +140,8 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    lore: LoreConfig = field(default_factory=LoreConfig)
     cards: CardLimits = field(default_factory=CardLimits)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)

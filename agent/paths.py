@@ -24,6 +24,11 @@ class Home:
         return self.data / "personas"
 
     @property
+    def lore(self) -> Path:
+        """Imported standalone lorebooks (`personae lore import`)."""
+        return self.data / "lore"
+
+    @property
     def database(self) -> Path:
         return self.data / "sessions.db"
 

@@ -104,3 +104,29 @@ def test_speak_writes_a_wav_and_transcribe_reads_errors(tmp_path):
     assert r.returncode == 2 and "notes.wav" in r.stderr and "Traceback" not in r.stderr
     r = personae("speak", "-p", "nobody", "hi", "-o", str(out), "--home", str(tmp_path / "home"))
     assert r.returncode == 2 and "nobody" in r.stderr
+
+
+def test_lore_import_attach_list_show_and_prompt_explain(tmp_path):
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"entries": {"0": {"uid": 0, "key": ["kraken"], "comment": "Kraken",
+                                                   "content": "The kraken sleeps under Tortuga.", "order": 100,
+                                                   "position": 0}}}))
+    home = tmp_path / "home"
+    r = personae("lore", "import", str(world), "--name", "sea", "--persona", "mara", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    assert "1 entries" in r.stdout and "attached sea to persona mara" in r.stdout
+    r = personae("lore", "list", "--home", str(home))
+    assert "sea" in r.stdout and "mara" in r.stdout
+    r = personae("lore", "show", "sea", "--home", str(home))
+    assert "Kraken: keys ['kraken']" in r.stdout
+    r = personae("prompt", "-c", TINY, "-p", "mara", "-m", "Is the kraken real?", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "[lore fired] Kraken (sea" in r.stdout and "The kraken sleeps under Tortuga." in r.stdout
+    r = personae("lore", "import", str(world), "--name", "sea", "--home", str(home))
+    assert r.returncode == 2 and "already exists" in r.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    r = personae("lore", "import", str(broken), "--home", str(home))
+    assert r.returncode == 2 and "broken.json" in r.stderr
+    r = personae("lore", "attach", "nothing", "-p", "mara", "--home", str(home))
+    assert r.returncode == 2 and "no lorebook named 'nothing'" in r.stderr

@@ -400,3 +400,13 @@ def test_a_spoken_discord_voice_message_is_heard_by_real_whisper(harness, tiny_a
     sid = tiny_agent.history.latest_session(None, f"discord:{DM}")
     said = tiny_agent.history.messages(sid)[-2].content.lower()
     assert "lighthouse keeper" in said and "hide" in said, said
+
+
+def test_remember_forget_and_memory_commands(tiny_agent):
+    brain = DiscordBrain(tiny_agent)
+    assert "memory #" in brain.remember(TEXT, "the meeting is at the old mill")
+    assert "the old mill" in brain.memory(TEXT)
+    assert brain.forget(TEXT).startswith("Forgot #")
+    assert "the old mill" not in brain.memory(TEXT)
+    with pytest.raises(ValueError):
+        brain.forget(TEXT, "not-a-number")

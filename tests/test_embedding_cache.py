@@ -1,5 +1,4 @@
 """Persona embedding cache: unchanged personas load without encoding, a changed file or encoder recomputes."""
-import dataclasses
 
 import pytest
 import torch

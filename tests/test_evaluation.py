@@ -223,7 +223,7 @@ def test_eval_config_validation_names_the_field(tmp_path):
 
 
 def test_minilm_folder_is_found_inside_its_package(tmp_path):
-    from agent.evaluation.similarity import model_folder
+    from agent.models.embedder import model_folder
     from agent.models.packages import MissingWeights
 
     try:

@@ -428,3 +428,29 @@ def test_a_client_that_gives_up_on_a_plain_request_frees_the_worker(agent, slow_
             post(url, {"model": "tess", "max_tokens": 1500, "messages": [{"role": "user", "content": "hi"}]}, timeout=1.0)
         assert wait_for(lambda: not health(url)["busy"], seconds=5) < 5
         assert health(url)["cancelled"] == 1
+
+
+# --- memory ------------------------------------------------------------------------------------------
+
+def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):
+    client, url = server
+    ask(client, "hello", user="mem-1")
+    headers = {"Authorization": "Bearer sk-test"}
+    r = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": "the key is under the mat"},
+                   headers=headers)
+    assert r.status_code == 200, r.text
+    note = r.json()["id"]
+    shown = httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()
+    assert shown["notes"] == [{"id": note, "text": "the key is under the mat"}] and shown["object"] == "memory"
+    sid = agent.history.latest_session("tess", "openai:mem-1")
+    assert "the key is under the mat" in agent.open_session(session_id=sid).prompt_for(
+        agent.history.messages(sid)).text  # the note reaches the prompt
+    r = httpx.delete(url + f"/v1/sessions/mem-1/memory/{note}", params={"model": "tess"}, headers=headers)
+    assert r.status_code == 200 and "forgot" in r.json()["result"]
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()["notes"] == []
+    bad = httpx.delete(url + "/v1/sessions/mem-1/memory/seven", params={"model": "tess"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "memory"
+    empty = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": ""}, headers=headers)
+    assert empty.status_code == 400
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers).status_code == 404
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}).status_code == 401

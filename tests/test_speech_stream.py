@@ -1,7 +1,6 @@
 """Streaming speech: sentences are voiced while the reply is still being written, in order."""
 import io
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 import io
 import os
 import signal
-import threading
 
 from agent.frontends.terminal import TerminalChat
 
@@ -62,3 +61,17 @@ def test_ctrl_c_at_the_prompt_does_not_quit(tiny_agent):
         return e
 
     assert chat.loop(read) == 0
+
+
+def test_remember_memory_forget_and_lore_commands(tiny_agent):
+    chat, code, out = _chat(tiny_agent, ["/remember my horse is called Clover", "/memory", "/forget", "/memory",
+                                         "/lore", "/forget seven", "/lore attach nothing-here", "/remember"])
+    assert code == 0
+    assert "[remembered as #1]" in out and "#1 my horse is called Clover" in out
+    assert "[forgot #1: my horse is called Clover]" in out and "notes (0)" in out
+    assert "lorebooks: Grey Gull lore" in out  # mara's card carries a lorebook
+
+
+def test_lore_command_shows_what_fired(tiny_agent):
+    chat, code, out = _chat(tiny_agent, ["Tell me about the Grey Gull.", "/lore"])
+    assert "[lore fired]" in out

@@ -31,6 +31,11 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_id, id);
+CREATE TABLE IF NOT EXISTS session_lore (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    lorebook TEXT NOT NULL,
+    PRIMARY KEY (session_id, lorebook)
+);
 """
 
 
@@ -118,6 +123,19 @@ class HistoryStore:
         ])
 
 
+    def attach_lore(self, session_id: int, lorebook: str) -> None:
+        self._write([("INSERT OR IGNORE INTO session_lore (session_id, lorebook) VALUES (?, ?)", (session_id, lorebook))])
+
+    def detach_lore(self, session_id: int, lorebook: str) -> None:
+        self._write([("DELETE FROM session_lore WHERE session_id = ? AND lorebook = ?", (session_id, lorebook))])
+
+    def session_lore(self, session_id: int) -> list[str]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT lorebook FROM session_lore WHERE session_id = ? ORDER BY rowid",
+                              (session_id,)).fetchall()
+        return [r[0] for r in rows]
+
+
 class UnsavedHistory:
     """A history store that keeps nothing: sessions of stateless API requests."""
 
@@ -129,3 +147,6 @@ class UnsavedHistory:
 
     def replace_last_reply(self, session_id: int, reply: str) -> None:
         pass
+
+    def session_lore(self, session_id: int) -> list[str]:
+        return []

@@ -1,13 +1,16 @@
 """Builds the prompt for the next turn: card fields -> chat messages -> the model's own chat template -> token ids.
 
 The card goes into the system turn, the greeting is the first assistant turn, then the history.
+Lore and memory (a `TurnContext`, built by agent/chat/context.py) join where they keep the cached prefix:
+constant lore in the system turn, the summary and notes after the greeting, key-activated lore and
+recalled turns just before the newest user message.
 When history outgrows the context budget, whole old turns are dropped (never the card or greeting).
 The token ids go to the decoder.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ..persona.card import CharacterCard
 from ..persona.macros import split_examples, substitute
@@ -25,20 +28,32 @@ class Message:
     content: str
 
 
+@dataclass(frozen=True)
+class TurnContext:
+    """Text that joins the card and the history for one turn (macros already resolved)."""
+    before_char: str = ""  # lore in the system turn, before the card's fields
+    after_char: str = ""  # lore in the system turn, after them
+    notes: str = ""  # running summary and /remember notes: a system message after the greeting
+    recent: str = ""  # key-activated lore and recalled turns: a system message before the newest user message
+    depth: tuple[tuple[int, str, str], ...] = ()  # (depth, role, text): lore N messages from the end (0 = last)
+
+
+NO_CONTEXT = TurnContext()
 CONDITIONINGS = ("card", "soft", "soft+card")  # card text only | soft prompts only | both
 SOFT_SLOT = "\u2063personae-soft-prompt\u2063"  # marks where the soft vectors go in the rendered text
 
 
-def system_prompt(card: CharacterCard, user: str, *, with_card: bool = True) -> str:
-    """The system turn: the card's system prompt (or ours; `{{original}}` inserts ours) and its fields.
+def system_prompt(card: CharacterCard, user: str, *, with_card: bool = True, context: TurnContext = NO_CONTEXT) -> str:
+    """The system turn: the card's system prompt (or ours; `{{original}}` inserts ours), lore, the card's fields, lore.
 
-    with_card=False keeps only our one-line instruction: the soft prompt carries the character.
+    with_card=False keeps only our one-line instruction (and the lore): the soft prompt carries the character.
     """
     if not with_card:
-        return substitute(DEFAULT_SYSTEM_PROMPT, char=card.name, user=user)
+        text = "\n\n".join(p.strip() for p in (DEFAULT_SYSTEM_PROMPT, context.before_char, context.after_char) if p.strip())
+        return substitute(text, char=card.name, user=user)
     main = card.system_prompt.replace("{{original}}", DEFAULT_SYSTEM_PROMPT) if card.system_prompt.strip() \
         else DEFAULT_SYSTEM_PROMPT
-    parts = [main, card.description]
+    parts = [main, context.before_char, card.description]
     if card.personality.strip():
         parts.append(f"{{{{char}}}}'s personality: {card.personality}")
     if card.scenario.strip():
@@ -46,6 +61,7 @@ def system_prompt(card: CharacterCard, user: str, *, with_card: bool = True) -> 
     examples = split_examples(card.mes_example)
     if examples:
         parts.append("Example dialogue:\n" + "\n\n".join(examples))
+    parts.append(context.after_char)
     text = "\n\n".join(p.strip() for p in parts if p and p.strip())
     return substitute(text, char=card.name, user=user)
 
@@ -64,17 +80,33 @@ def stop_strings(card: CharacterCard, user: str) -> list[str]:
             "<end_of_turn>", "</s>"]
 
 
-def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *, with_card: bool = True) -> list[dict]:
+def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *, with_card: bool = True,
+                   context: TurnContext = NO_CONTEXT) -> list[dict]:
     """history: greeting first, then alternating user/assistant turns; the last one is usually the new user turn.
 
     The card's post-history instructions follow every user turn, not only the newest: each earlier
     reply then sits in the same context it was written in, and the prompt of turn N extends the
     prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
+    `context.notes` follows the greeting, `context.recent` precedes the newest user message, and
+    `context.depth` entries sit that many messages from the end (never among the pinned ones).
     """
-    messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card)}]
+    messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card, context=context)}]
     # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
     phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user) if with_card else ""
-    for m in history:
+    pinned = _pinned(history)
+    extra: dict[int, list[Message]] = {}  # history index -> messages inserted before it
+    if context.notes.strip():
+        extra.setdefault(pinned, []).append(Message("system", context.notes.strip()))
+    for depth, role, text in context.depth:
+        extra.setdefault(max(pinned, len(history) - depth), []).append(Message(role, text.strip()))
+    newest = _last_turn_start(history)
+    if context.recent.strip() and newest < len(history):
+        extra.setdefault(newest, []).append(Message("system", context.recent.strip()))
+    for i, m in enumerate([*history, None]):
+        for added in extra.get(i, ()):
+            messages.append({"role": added.role, "content": added.content})
+        if m is None:
+            break
         messages.append({"role": m.role, "content": m.content})
         if phi and m.role == "user":
             messages.append({"role": "system", "content": phi})
@@ -114,7 +146,8 @@ class Prompt:
 
 
 def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user: str, *,
-               budget: int, kept_from: int = 1, soft_tokens: int = 0, with_card: bool = True) -> Prompt:
+               budget: int, kept_from: int = 1, soft_tokens: int = 0, with_card: bool = True,
+               context: TurnContext = NO_CONTEXT) -> Prompt:
     """Renders the prompt within `budget` tokens, dropping the oldest whole turns after the greeting.
 
     kept_from: where the previous turn's prompt started; it only moves forward, so the cached prefix
@@ -124,7 +157,7 @@ def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user:
 
     def attempt(start: int) -> Prompt:
         kept = list(history[:pinned]) + list(history[start:])
-        messages = build_messages(card, kept, user, with_card=with_card)
+        messages = build_messages(card, kept, user, with_card=with_card, context=context)
         text, ids = render(tokenizer, messages, soft_tokens)
         return Prompt(text, ids, start, start - pinned, messages)
 

@@ -5,6 +5,7 @@ each finished turn is written to the history store in one transaction.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Iterator, Optional
 
@@ -14,7 +15,7 @@ from ..persona.store import Persona
 from .decoding import CachedDecoder, DecodeStats, ReplyStream, common_prefix_length
 from .history import HistoryStore
 from .prefix import PrefixCache
-from .prompt import Message, Prompt, fit_prompt, render, stop_strings
+from .prompt import NO_CONTEXT, Message, Prompt, fit_prompt, render, stop_strings
 from .sampling import SamplingOptions
 
 
@@ -61,7 +62,7 @@ def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
 class ChatSession:
     def __init__(self, *, persona: Persona, session_id: int, lm: LoadedLM, store: HistoryStore,
                  chat: ChatConfig, user_name: str, decoder: Optional[CachedDecoder] = None,
-                 soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None):
+                 soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
         self.persona = persona
         self.id = session_id
         self.lm = lm
@@ -71,6 +72,7 @@ class ChatSession:
         self.soft = soft  # (K, d) persona soft prompt, or None
         self.with_card = with_card  # False: the soft prompt stands in for the card text
         self.prefixes = prefixes  # shared persona-prefix KV caches
+        self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
         self.decoder = decoder or CachedDecoder(lm.model, soft=soft)
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
@@ -90,12 +92,36 @@ class ChatSession:
         """Prompt tokens allowed: the context minus room for the reply."""
         return min(self.chat.context_tokens, self.lm.context_length) - self.chat.max_new_tokens
 
+    def _fit(self, history: list[Message], context) -> Prompt:
+        """fit_prompt; when lore and memory leave no room for the card and the newest turn, they give way
+        (per-turn parts first, then the notes, then all of it) rather than the turn failing."""
+        lesser = [context, dataclasses.replace(context, recent="", depth=()),
+                  dataclasses.replace(context, recent="", depth=(), notes=""), NO_CONTEXT]
+        for i, option in enumerate(lesser):
+            if i and option == lesser[i - 1]:
+                continue
+            try:
+                prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
+                                    budget=self.budget, kept_from=self.kept_from, with_card=self.with_card,
+                                    soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
+            except ValueError:
+                if option is NO_CONTEXT:
+                    raise
+                continue
+            if i and self.context is not None:
+                self.context.report.gave_way = ("recalled turns and key-activated lore", "and the memory notes",
+                                                "and the constant lore")[:i]
+            self.kept_from = prompt.kept_from
+            return prompt
+        raise AssertionError("unreachable")
+
     def prompt_for(self, history: list[Message]) -> Prompt:
-        prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
-                            budget=self.budget, kept_from=self.kept_from, with_card=self.with_card,
-                            soft_tokens=0 if self.soft is None else self.soft.shape[0])
-        self.kept_from = prompt.kept_from
-        return prompt
+        """The next prompt. With lore and memory: a first fit without recalled turns finds the window, turns
+        that left it are archived, then the prompt is fitted again with what the new message recalls."""
+        if self.context is None:
+            return self._fit(history, NO_CONTEXT)
+        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False))
+        return self._fit(history, self.context.build(history, self.kept_from))
 
     def _prefix_ids(self, prompt: Prompt) -> list[int]:
         """The persona's fixed prefix of `prompt`: the system turn and the greeting."""
@@ -145,3 +171,34 @@ class ChatSession:
         yield from self._generate(history, cancel)
         self.store.replace_last_reply(self.id, self._last_text)
         self.messages = history + [Message("assistant", self._last_text)]
+
+    # --- lore and memory (agent/chat/context.py) --------------------------------------------------
+    def _needs_context(self):
+        if self.context is None:
+            raise ValueError("lore and memory are off for this session")
+        return self.context
+
+    def remember(self, text: str) -> int:
+        """/remember: a note kept for the rest of the session; returns its memory number."""
+        return self._needs_context().remember(text, len(self.messages))
+
+    def forget(self, target: Optional[str] = None) -> str:
+        """/forget: the newest note, memory number `target`, or 'all'."""
+        return self._needs_context().forget(target)
+
+    def memory_report(self) -> str:
+        """/memory: summary, notes, archived turns, what the last turn recalled."""
+        return self._needs_context().describe()
+
+    def memory_snapshot(self) -> dict:
+        """The memory as data: summary, notes [{id, text}], archived turns, the last turn's recall."""
+        return self._needs_context().snapshot()
+
+    def lore_report(self) -> str:
+        """/lore: the lorebooks in force and which entries fired for the last prompt, and why."""
+        context = self._needs_context()
+        names = ", ".join(b.name or b.source for b in context.books) or "none"
+        lore = context.report.lore
+        gave_way = context.report.gave_way
+        return (f"lorebooks: {names}\n" + (lore.explain() if lore is not None else "no entries scanned yet")
+                + (f"\nleft out to fit the context: {' '.join(gave_way)}" if gave_way else ""))

@@ -154,7 +154,8 @@ def audio_attachments(message: discord.Message) -> list[discord.Attachment]:
 
 
 def add_commands(bot: PersonaeBot) -> None:
-    """/persona set|list|info, /reset, /retry, /voice, /always; each is deferred before any model work."""
+    """/persona set|list|info, /reset, /retry, /voice, /always, /remember, /forget, /memory; each is deferred
+    before any model work."""
     brain, tree = bot.brain, bot.tree
     persona = app_commands.Group(name="persona", description="Choose or show the persona in this channel.")
 
@@ -224,5 +225,17 @@ def add_commands(bot: PersonaeBot) -> None:
     @app_commands.default_permissions(manage_channels=True)
     async def always(interaction: discord.Interaction, mode: app_commands.Choice[str]):
         await answer(interaction, brain.set_always, interaction.channel_id, mode.value == "on")
+
+    @tree.command(name="remember", description="Keep a note for the rest of this channel's conversation.")
+    async def remember(interaction: discord.Interaction, text: str):
+        await answer(interaction, brain.remember, interaction.channel_id, text, ephemeral=True)
+
+    @tree.command(name="forget", description="Drop the newest note, memory number N (see /memory), or 'all'.")
+    async def forget(interaction: discord.Interaction, what: Optional[str] = None):
+        await answer(interaction, brain.forget, interaction.channel_id, what, ephemeral=True)
+
+    @tree.command(name="memory", description="Show the summary, notes and what the last reply recalled.")
+    async def memory(interaction: discord.Interaction):
+        await answer(interaction, brain.memory, interaction.channel_id, ephemeral=True)
 
     tree.add_command(persona)

@@ -183,6 +183,19 @@ class DiscordBrain:
         session = self.session(channel_id, user_name, fresh=True)
         return Outgoing(session.persona.name, session.persona.portrait, tuple(split_message(session.greeting)))
 
+    def remember(self, channel_id: int, text: str) -> str:
+        """/remember: a note this channel's conversation keeps."""
+        number = self.session(channel_id).remember(text)
+        return f"I'll remember that (memory #{number})."
+
+    def forget(self, channel_id: int, what: Optional[str] = None) -> str:
+        """/forget: the newest note, memory number `what`, or 'all'."""
+        return self.session(channel_id).forget(what).capitalize() + "."
+
+    def memory(self, channel_id: int) -> str:
+        """/memory: the summary, notes and what the last reply recalled."""
+        return self.session(channel_id).memory_report()
+
     def set_voice(self, channel_id: int, on: bool) -> str:
         self.settings.update(channel_key(channel_id), voice=on)
         return "Replies here now come with a voice clip." if on else "Voice clips are off here."

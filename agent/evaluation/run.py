@@ -19,7 +19,7 @@ from . import metrics
 from .conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
 from .config import EvalConfig
 from .data import EvalData, load_eval_data
-from .similarity import Embedder, load_embedder
+from ..models.embedder import Embedder, load_embedder
 
 TEACHER = "card"  # fidelity compares every mode with the card-text prompt
 

@@ -22,6 +22,10 @@ HELP = """commands:
   /personas       list the personas
   /history        show this conversation
   /listen FILE    send a voice message from an audio file (the microphone when FILE is left out)
+  /remember TEXT  keep a note for the rest of this conversation
+  /forget [N|all] drop the newest note, memory number N (see /memory), or everything remembered
+  /memory         show the summary, notes and what the last reply recalled
+  /lore [attach|detach NAME]  show which lorebook entries fired and why; attach an imported lorebook
   /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
 
 
@@ -132,6 +136,8 @@ class TerminalChat:
                 self._write(f"{p.slug:16} {p.name}\n")
         elif name == "listen":
             self.listen(arg)
+        elif name in ("remember", "forget", "memory", "lore"):
+            self.memory_command(name, arg)
         elif name == "history":
             for m in self.session.messages:
                 who = self.session.persona.name if m.role == "assistant" else self.session.user_name
@@ -139,6 +145,32 @@ class TerminalChat:
         else:
             self.err.print(f"unknown command /{name}; /help lists them", markup=False)
         return True
+
+    def memory_command(self, name: str, arg: str) -> None:
+        from ..persona.lorebook import LoreError
+
+        s = self.session
+        try:
+            if name == "remember":
+                if not arg:
+                    self.err.print("usage: /remember TEXT")
+                    return
+                self._write(f"[remembered as #{s.remember(arg)}]\n")
+            elif name == "forget":
+                self._write(f"[{s.forget(arg or None)}]\n")
+            elif name == "memory":
+                self._write(s.memory_report() + "\n")
+            elif arg:
+                action, _, book = arg.partition(" ")
+                if action not in ("attach", "detach") or not book.strip():
+                    self.err.print("usage: /lore | /lore attach NAME | /lore detach NAME")
+                    return
+                (self.agent.attach_lore if action == "attach" else self.agent.detach_lore)(s, book.strip())
+                self._write(f"[lorebook {book.strip()} {action}ed]\n")
+            else:
+                self._write(s.lore_report() + "\n")
+        except (ValueError, LoreError) as e:
+            self.err.print(str(e), markup=False)
 
     def listen(self, path: str) -> None:
         """Transcribes a voice message and sends its text as the user's turn."""

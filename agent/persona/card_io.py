@@ -199,17 +199,18 @@ def _read_charx(data: bytes, path: str, limits: CardLimits) -> tuple[CharacterCa
 
 # --- reading ---
 
-def _read_bounded(path: Path, limit: int) -> bytes:
+def read_bounded(path: Path, limit: int, *, what: str = "card", error: type[ValueError] = CardError) -> bytes:
+    """The file's bytes, refused (as `error`, naming the file) when over `limit` before or while reading."""
     try:
         size = path.stat().st_size
         if size > limit:
-            raise CardError(f"{path}: file is {size} bytes, over the {limit}-byte limit for a card")
+            raise error(f"{path}: file is {size} bytes, over the {limit}-byte limit for a {what}")
         with path.open("rb") as f:
             data = f.read(limit + 1)
     except OSError as e:
-        raise CardError(f"{path}: can't read the card file: {e.strerror or e}") from None
+        raise error(f"{path}: can't read the {what} file: {e.strerror or e}") from None
     if len(data) > limit:  # grew since stat
-        raise CardError(f"{path}: file is over the {limit}-byte limit for a card")
+        raise error(f"{path}: file is over the {limit}-byte limit for a {what}")
     return data
 
 
@@ -219,7 +220,7 @@ def read_card(path: str | Path, limits: CardLimits) -> tuple[CharacterCard, Opti
     A PNG's portrait comes back without its card chunks; a CHARX's is its main icon asset, as stored.
     """
     path = Path(path)
-    data = _read_bounded(path, limits.max_file_bytes)
+    data = read_bounded(path, limits.max_file_bytes)
     where = str(path)
     if data.startswith(PNG_SIGNATURE) or path.suffix.lower() == ".png":
         return _read_png(data, where, limits)

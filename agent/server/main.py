@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from .deps import ServerState
 from .errors import install_error_handlers
 from .guards import BodyLimit, KeyCheck
-from .routes import audio, chat, health, models, personas
+from .routes import audio, chat, health, memory, models, personas
 from .sessions import SessionCache
 from .settings import ServerSettings
 from .worker import ModelWorker
@@ -37,6 +37,6 @@ def create_app(agent, settings: Optional[ServerSettings] = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(KeyCheck, key=key)  # added last, so it runs first
-    for module in (health, models, chat, audio, personas):
+    for module in (health, models, chat, audio, personas, memory):
         app.include_router(module.router)
     return app

@@ -71,6 +71,8 @@ class SessionCache:
         for user, reply in turns:
             history.append_turn(new_id, user, reply)
         session.id = new_id
+        if session.context is not None:
+            session.context.session_id = new_id  # memory belongs to the stored conversation
         session.messages = history.messages(new_id)
         session.kept_from = 0
 
