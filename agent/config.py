@@ -101,7 +101,7 @@ class LoreConfig:
     scan_depth: int = 0  # newest messages scanned for keys; 0 = each lorebook's own (SillyTavern's default is 2)
     token_budget: int = 400  # lore tokens per prompt at most; a lorebook's own smaller budget wins
     max_recursion: int = 3  # levels of entries triggered by other entries' text (books with recursive_scanning)
-    placement: str = "recent"  # recent: key-activated entries go in a note before the newest message (the cached prefix stays) | card: around the card, as SillyTavern does
+    placement: str = "recent"  # recent: key-activated entries go in a note after the newest message (the cached prefix stays) | card: around the card, as SillyTavern does
 
     def __post_init__(self):
         if self.scan_depth < 0 or self.token_budget < 1 or self.max_recursion < 0:

@@ -12,7 +12,8 @@ Also printed per mode: seconds per turn (mean, median, p95), tokens run through 
 (prefill; the rest of the prompt came from the KV cache), the share of the prompt reused from the cache,
 and the time spent writing summaries. A small lorebook is attached to the persona, so lore changes
 between turns too. `--placement-turns N` (default 24) also runs N turns with lore placed around the card
-(`lore.placement=card`, SillyTavern's way) against `recent` (ours), to show what each costs the cache.
+(`lore.placement=card`, SillyTavern's way) against `recent` (ours) and no lore, to show what each costs
+the cache.
 Progress goes to stderr, the table to stdout.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def run(agent: Agent, persona: str, turns: list[tuple[str, tuple[str, ...]]], la
     prompt = sum(r["prompt_tokens"] for r in rows)
     ran = sum(r["prefill_tokens"] for r in rows)
     memory = session.memory_snapshot() if session.context is not None and session.context.store is not None else {}
-    return {"label": label, "recall": sum(h["recalled"] for h in hits) / len(hits), "questions": hits,
+    return {"label": label, "recall": sum(h["recalled"] for h in hits) / len(hits) if hits else None, "questions": hits,
             "total_seconds": time.perf_counter() - start, "turn_mean": statistics.mean(seconds),
             "turn_median": statistics.median(seconds),
             "turn_p95": sorted(seconds)[max(0, int(round(0.95 * len(seconds))) - 1)],
@@ -171,8 +172,9 @@ def main() -> int:
         placement = {}
         if args.placement_turns:
             short = [(FILLER[i % len(FILLER)], ()) for i in range(args.placement_turns)]
-            for where in ("recent", "card"):
-                agent = build_agent(args, home, ["memory.enabled=false", f"lore.placement={where}"])
+            for where in ("off", "recent", "card"):
+                lore = ["lore.enabled=false"] if where == "off" else [f"lore.placement={where}"]
+                agent = build_agent(args, home, ["memory.enabled=false", *lore])
                 placement[where] = run(agent, args.persona, short, f"lore {where}")
 
     print(f"\nlong-chat recall: {args.turns} turns, persona {args.persona}, context {args.context_tokens} tokens, "
@@ -192,9 +194,9 @@ def main() -> int:
         print(f"  {q_off['question'][:44]:44} off {'yes' if q_off['recalled'] else 'no ':3}  on "
               f"{'yes' if q_on['recalled'] else 'no ':3}  | {q_on['reply'][:60]!r}")
     if placement:
-        print(f"lore placement over {args.placement_turns} turns: tokens run per turn recent "
-              f"{placement['recent']['prefill_mean']:.1f} vs card {placement['card']['prefill_mean']:.1f} "
-              f"(cache reuse {placement['recent']['reused']:.1%} vs {placement['card']['reused']:.1%})")
+        print(f"lore over {args.placement_turns} turns, tokens run per turn (cache reuse): "
+              + ", ".join(f"{w} {placement[w]['prefill_mean']:.1f} ({placement[w]['reused']:.1%})"
+                          for w in ("off", "recent", "card")))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
                                          "placement": placement}, indent=1))

@@ -1,4 +1,6 @@
 """The embedded default's LM on real weights: in-character replies and KV-cache reuse (slow)."""
+import dataclasses
+
 import pytest
 
 from agent.agent import Agent
@@ -14,6 +16,7 @@ def agent(tmp_path, smollm2):
 
 
 def test_reply_is_in_character_and_the_cache_makes_turn_two_cheap(agent):
+    agent.config = dataclasses.replace(agent.config, lore=dataclasses.replace(agent.config.lore, enabled=False))
     s = agent.open_session("mara")
     first = "".join(s.reply("Hello! What is the name of your ship?"))
     assert len(first.split()) >= 5
@@ -21,6 +24,20 @@ def test_reply_is_in_character_and_the_cache_makes_turn_two_cheap(agent):
     "".join(s.reply("Where are we sailing tonight?"))
     stats = s.last_stats
     assert stats.prefill_tokens < 60 < stats.prompt_tokens, stats  # only the new turn ran
+
+
+def test_changing_lore_costs_the_last_reply_and_new_turn_not_the_history(agent):
+    """With key-activated lore after the newest message, turn 3 reruns reply 2, the new turn and the lore note."""
+    s = agent.open_session("mara")
+    tok = agent.lm.tokenizer
+    for text in ["Hello! What is the name of your ship?", "Who is your quartermaster?", "Where are we going?"]:
+        "".join(s.reply(text))
+    lore = s.context.report.lore
+    assert lore is not None and any("Tobias" in f.entry.content for f in lore.fired)  # scan_depth 4 still sees it
+    stats = s.last_stats
+    reply_2 = len(tok(s.messages[-3].content, add_special_tokens=False)["input_ids"])
+    note = len(tok(s.context.build(s.messages[:-1], s.kept_from, archive=False).recent, add_special_tokens=False)["input_ids"])
+    assert stats.prefill_tokens <= reply_2 + note + 60 < stats.prompt_tokens, (stats, reply_2, note)
 
 
 def test_greedy_chat_with_reused_cache_equals_recomputed(agent):

@@ -3,7 +3,7 @@
 The card goes into the system turn, the greeting is the first assistant turn, then the history.
 Lore and memory (a `TurnContext`, built by agent/chat/context.py) join where they keep the cached prefix:
 constant lore in the system turn, the summary and notes after the greeting, key-activated lore and
-recalled turns just before the newest user message.
+recalled turns right after the newest user message.
 When history outgrows the context budget, whole old turns are dropped (never the card or greeting).
 The token ids go to the decoder.
 """
@@ -34,7 +34,7 @@ class TurnContext:
     before_char: str = ""  # lore in the system turn, before the card's fields
     after_char: str = ""  # lore in the system turn, after them
     notes: str = ""  # running summary and /remember notes: a system message after the greeting
-    recent: str = ""  # key-activated lore and recalled turns: a system message before the newest user message
+    recent: str = ""  # key-activated lore and recalled turns: a system message after the newest user message
     depth: tuple[tuple[int, str, str], ...] = ()  # (depth, role, text): lore N messages from the end (0 = last)
 
 
@@ -87,8 +87,10 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
     The card's post-history instructions follow every user turn, not only the newest: each earlier
     reply then sits in the same context it was written in, and the prompt of turn N extends the
     prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
-    `context.notes` follows the greeting, `context.recent` precedes the newest user message, and
-    `context.depth` entries sit that many messages from the end (never among the pinned ones).
+    `context.notes` follows the greeting, `context.recent` follows the newest user message (and its
+    post-history instructions), and `context.depth` entries sit that many messages from the end (never
+    among the pinned ones). Only the newest turn's tokens and `recent` change from one turn to the next,
+    so a changed `recent` costs the previous reply and the new turn, never the card or older history.
     """
     messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card, context=context)}]
     # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
@@ -100,8 +102,6 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
     for depth, role, text in context.depth:
         extra.setdefault(max(pinned, len(history) - depth), []).append(Message(role, text.strip()))
     newest = _last_turn_start(history)
-    if context.recent.strip() and newest < len(history):
-        extra.setdefault(newest, []).append(Message("system", context.recent.strip()))
     for i, m in enumerate([*history, None]):
         for added in extra.get(i, ()):
             messages.append({"role": added.role, "content": added.content})
@@ -110,6 +110,8 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
         messages.append({"role": m.role, "content": m.content})
         if phi and m.role == "user":
             messages.append({"role": "system", "content": phi})
+        if i == newest and context.recent.strip():
+            messages.append({"role": "system", "content": context.recent.strip()})
     return messages
 
 

@@ -97,23 +97,23 @@ class ChatSession:
         (per-turn parts first, then the notes, then all of it) rather than the turn failing."""
         lesser = [context, dataclasses.replace(context, recent="", depth=()),
                   dataclasses.replace(context, recent="", depth=(), notes=""), NO_CONTEXT]
+        error = None
         for i, option in enumerate(lesser):
             if i and option == lesser[i - 1]:
-                continue
+                continue  # failed already
             try:
                 prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
                                     budget=self.budget, kept_from=self.kept_from, with_card=self.with_card,
                                     soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
-            except ValueError:
-                if option is NO_CONTEXT:
-                    raise
+            except ValueError as e:
+                error = error or e
                 continue
             if i and self.context is not None:
                 self.context.report.gave_way = ("recalled turns and key-activated lore", "and the memory notes",
                                                 "and the constant lore")[:i]
             self.kept_from = prompt.kept_from
             return prompt
-        raise AssertionError("unreachable")
+        raise error
 
     def prompt_for(self, history: list[Message]) -> Prompt:
         """The next prompt. With lore and memory: a first fit without recalled turns finds the window, turns
