@@ -269,3 +269,13 @@ def test_prompt_preview_explains_lore(agent):
     name = _persona(agent, character_book=BOOK)
     text = agent.prompt_preview(name, "a dragon!")
     assert "dragon" in text.split("-" * 60)[0] and "frost" in text
+
+
+def test_lore_and_memory_give_way_when_the_turn_would_not_fit(agent):
+    _with(agent, chat={"context_tokens": 400, "max_new_tokens": 12}, memory={"notes_tokens": 10_000})
+    name = _persona(agent)
+    s = agent.open_session(name)
+    s.remember("a very long note " * 60)  # far more than the 388-token prompt budget
+    prompt = s.prompt_for(s.messages + [Message("user", "hello")])
+    assert "a very long note" not in prompt.text and len(prompt.ids) <= s.budget
+    assert s.context.report.gave_way and "left out to fit" in s.lore_report()
