@@ -112,7 +112,8 @@ def train(train_config: Annotated[Optional[Path], typer.Option("--train-config",
 
     summary = run_training(load_config(config, set or ()), load_train_config(train_config, train_set or ()),
                            home=home, resume=resume)
-    print(yaml.safe_dump(summary, sort_keys=False), end="")
+    shown = {k: v for k, v in summary.items() if k != "losses"}  # every step's loss is in the .json beside the adapter
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
 
 
 @app.command()

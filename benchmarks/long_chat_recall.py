@@ -148,7 +148,7 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=None, help="YAML config (default: the embedded default)")
     ap.add_argument("--persona", default="mara")
     ap.add_argument("--turns", type=int, default=200)
-    ap.add_argument("--context-tokens", type=int, default=1024, help="small, so history presses on the window")
+    ap.add_argument("--context-tokens", type=int, default=1536, help="small, so history presses on the window")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
     ap.add_argument("--placement-turns", type=int, default=24, help="turns for the lore placement comparison (0: skip)")

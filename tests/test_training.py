@@ -273,3 +273,18 @@ def test_train_config_loads_from_yaml_with_overrides(tmp_path):
     path.write_text("epoch: 2\n")
     with pytest.raises(ConfigError, match="epoch"):
         load_train_config(path)
+
+
+def test_gates_learn_faster_and_without_decay():
+    from agent.embedding.config import FusionConfig
+    from agent.embedding.fusion import build_fusion
+    from agent.training.config import TrainConfig
+    from agent.training.distill import param_groups
+
+    adapter = build_fusion(FusionConfig(k=2, width=16, depth=2, heads=2), {"text": 8, "audio": 4}, 12, 1.0)
+    rest, gates = param_groups(adapter, TrainConfig(gate_lr_mult=25.0, weight_decay=0.1))
+    assert len(gates["params"]) == 4 and gates["lr_mult"] == 25.0 and gates["weight_decay"] == 0.0
+    assert rest["lr_mult"] == 1.0 and rest["weight_decay"] == 0.1
+    assert len(rest["params"]) + 4 == len(list(adapter.parameters()))
+    weighted = build_fusion(FusionConfig(type="weighted", k=2, width=16), {"text": 8}, 12, 1.0)
+    assert len(param_groups(weighted, TrainConfig())) == 1  # no gates, one group

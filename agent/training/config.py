@@ -33,6 +33,7 @@ class TrainConfig:
     lr: float = 3e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 10%)
     warmup_steps: int = 20  # linear warm-up from 0 to lr over these steps
     weight_decay: float = 0.01  # AdamW weight decay
+    gate_lr_mult: float = 30.0  # the attention adapter's tanh gates learn this much faster, without decay: at 1x they stay near 0 and the adapter stays media-blind
     max_grad_norm: float = 1.0  # gradients are clipped to this norm; 0 turns clipping off
     kl_weight: float = 1.0  # weight of KL(teacher top-k || student) per reply position
     lm_weight: float = 0.5  # weight of the cross-entropy on the teacher's reply tokens
@@ -56,7 +57,7 @@ class TrainConfig:
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "max_grad_norm", "kl_weight", "lm_weight"):
+        for name in ("weight_decay", "max_grad_norm", "kl_weight", "lm_weight", "gate_lr_mult"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_weight == 0 and self.lm_weight == 0:

@@ -137,6 +137,20 @@ def soft_prompts(adapter: Fusion, modalities: Sequence[dict[str, ModalityTokens]
                    {m: x.to(param.device) for m, x in mask.items()})
 
 
+def param_groups(adapter: torch.nn.Module, cfg) -> list[dict]:
+    """AdamW groups: the gates (`*_gate`) at gate_lr_mult x the learning rate and no weight decay, the rest as set.
+
+    Zero-initialised tanh gates get tiny, inconsistent gradients while the free latents can already lower
+    the loss alone; at the common rate they stay near 0 and the adapter ignores the persona's media.
+    """
+    gates = [p for n, p in adapter.named_parameters() if n.endswith("_gate")]
+    rest = [p for n, p in adapter.named_parameters() if not n.endswith("_gate")]
+    groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
+    if gates:
+        groups.append({"params": gates, "weight_decay": 0.0, "lr_mult": cfg.gate_lr_mult})
+    return groups
+
+
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to 10% of it; a pure function of the step, kept by no state."""
     if step < cfg.warmup_steps:
@@ -204,7 +218,7 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
     accelerator = Accelerator(cpu=lm.device.type == "cpu", mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     adapter = build_fusion(fusion_cfg, dims, lm.model.config.hidden_size, embedding_norm(lm.model))
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(adapter, cfg), lr=cfg.lr)
     state = _restore(adapter, optimizer, checkpoints, identity, resume)
     adapter, optimizer = accelerator.prepare(adapter, optimizer)
     model, pad = lm.model.to(accelerator.device), pad_id(lm.tokenizer)
@@ -221,7 +235,7 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
         chosen = [examples[j] for j in order]
         batch = make_batch(chosen, pad)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, cfg)
+            group["lr"] = learning_rate(step, total, cfg) * group["lr_mult"]
         adapter.train()
         with accelerator.autocast():
             soft = soft_prompts(adapter, [modalities[e.persona] for e in chosen])  # (B, K, d)
