@@ -168,6 +168,21 @@ class Agent:
         return PersonaEncoder(cfg.encoder, self.lm, whisper_model=whisper_model, whisper_source=cfg.whisper.name_or_path,
                               clip=clip, clip_source=f"{cfg.clip.model} {cfg.clip.pretrained}")
 
+    def _checked_adapter(self, adapter, encoder):
+        """(adapter, encoder) when the adapter was trained for these encoders and this LM; else a ConfigError."""
+        from .config import ConfigError
+
+        d_lm = self.lm.model.get_input_embeddings().weight.shape[1]
+        wrong = [f"{m}: adapter {adapter.dims[m]} vs encoder {d}" for m, d in encoder.dims.items()
+                 if m in adapter.dims and adapter.dims[m] != d]
+        if adapter.d_lm != d_lm:
+            wrong.insert(0, f"LM width: adapter {adapter.d_lm} vs {self.config.lm.name_or_path} {d_lm}")
+        if wrong:
+            raise ConfigError(f"embedding.adapter {self.config.embedding.adapter!r} was trained for other models "
+                              f"({'; '.join(wrong)}); train one for this config with `personae train`, "
+                              f"or set embedding.conditioning=card")
+        return adapter, encoder
+
     def soft_prompt(self, persona: Persona):
         """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None when conditioning is card."""
         if self.config.embedding.conditioning == "card":
@@ -188,7 +203,7 @@ class Agent:
                         self._soft[persona.slug] = found.soft.to(self.lm.model.dtype)
                         return self._soft[persona.slug]
                 if self._adapter is None:
-                    self._adapter = (load_adapter(self._adapter_path()), self._persona_encoder())
+                    self._adapter = self._checked_adapter(load_adapter(self._adapter_path()), self._persona_encoder())
                 adapter, encoder = self._adapter
                 modalities = EmbeddingCache(self.home.cache_dir("embeddings")).encode(persona, encoder)
                 with torch.inference_mode():

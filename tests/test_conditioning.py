@@ -88,6 +88,18 @@ def test_soft_conditioning_without_an_adapter_is_a_config_error():
         load_config(TINY_CONFIG, ["embedding.conditioning=soft"])
 
 
+def test_an_adapter_for_other_models_is_a_clear_config_error(tmp_path, tiny_llama):
+    from agent.config import ConfigError
+
+    probe = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
+    dims = {**probe._persona_encoder().dims, "audio": 768}  # as if trained with Whisper small
+    fusion = build_fusion(FusionConfig(k=4, width=32, depth=1, heads=2), dims, 576, 1.0)  # and a 576-wide LM
+    path = save_adapter(tmp_path / "other.safetensors", fusion)
+    config = load_config(TINY_CONFIG, [f"embedding.adapter={path}", "embedding.conditioning=soft"])
+    with pytest.raises(ConfigError, match="trained for other models.*LM width: adapter 576.*audio: adapter 768"):
+        Agent(config, home=tmp_path / "home", lm=tiny_llama).open_session("mara")
+
+
 def test_missing_adapter_file_names_it(tmp_path, tiny_llama):
     from agent.models.packages import MissingWeights
 
