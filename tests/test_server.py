@@ -130,7 +130,7 @@ def test_client_system_messages_follow_the_card(server, monkeypatch):
         {"role": "system", "content": "Answer in rhyme."}, {"role": "user", "content": "Where to?"}])
     text = prompts[-1].text
     assert text.index("Tess is a terse sailor.") < text.index("Answer in rhyme.") < text.index("Ahoy.") < \
-        text.index("Where to?") < text.index("Stay terse.")
+        text.index("Stay terse.") < text.index("Where to?")  # post-history instructions precede the user's turn
 
 
 @pytest.mark.parametrize("content", ["Hello there", [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]])

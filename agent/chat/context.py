@@ -3,8 +3,8 @@
 `SessionContext.build(history, kept_from)` returns the `TurnContext` that `fit_prompt` places around the
 card and history, and remembers why (for `personae prompt`, /lore and /memory). Placement keeps the
 cached persona prefix (system turn + greeting) intact: constant lore sits in the system turn and never
-changes; key-activated lore and recalled turns sit right after the newest user message, so when they change
-only the previous reply and the new turn run again.
+changes; key-activated lore and recalled turns sit right before the newest user message, so when they change
+only the previous turn and the new one run again.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The card goes into the system turn, the greeting is the first assistant turn, then the history.
 Lore and memory (a `TurnContext`, built by agent/chat/context.py) join where they keep the cached prefix:
 constant lore in the system turn, the summary and notes after the greeting, key-activated lore and
-recalled turns right after the newest user message.
+recalled turns right before the newest user message (the user's words always come last).
 When history outgrows the context budget, whole old turns are dropped (never the card or greeting).
 The token ids go to the decoder.
 """
@@ -34,7 +34,7 @@ class TurnContext:
     before_char: str = ""  # lore in the system turn, before the card's fields
     after_char: str = ""  # lore in the system turn, after them
     notes: str = ""  # running summary and /remember notes: a system message after the greeting
-    recent: str = ""  # key-activated lore and recalled turns: a system message after the newest user message
+    recent: str = ""  # key-activated lore and recalled turns: a system message just before the newest user message
     depth: tuple[tuple[int, str, str], ...] = ()  # (depth, role, text): lore N messages from the end (0 = last)
 
 
@@ -84,13 +84,14 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
                    context: TurnContext = NO_CONTEXT) -> list[dict]:
     """history: greeting first, then alternating user/assistant turns; the last one is usually the new user turn.
 
-    The card's post-history instructions follow every user turn, not only the newest: each earlier
-    reply then sits in the same context it was written in, and the prompt of turn N extends the
-    prompt of turn N-1, so the KV cache covers everything but the new turn (a few tokens per turn).
-    `context.notes` follows the greeting, `context.recent` follows the newest user message (and its
-    post-history instructions), and `context.depth` entries sit that many messages from the end (never
-    among the pinned ones). Only the newest turn's tokens and `recent` change from one turn to the next,
-    so a changed `recent` costs the previous reply and the new turn, never the card or older history.
+    The card's post-history instructions precede every user turn, not only the newest: the user's words
+    are the last thing the model reads before it answers (with an instruction or a lore note after them,
+    SmolLM2-135M introduced itself or recited the lore instead of answering), each earlier reply sits in
+    the same context it was written in, and the prompt of turn N extends the prompt of turn N-1, so the KV
+    cache covers everything but the new turn. `context.notes` follows the greeting, `context.recent`
+    precedes the newest user message (and its post-history instructions), and `context.depth` entries sit
+    that many messages from the end (never among the pinned ones). A changed `recent` costs the previous
+    turn and the new one, never the card or older history.
     """
     messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card, context=context)}]
     # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
@@ -107,11 +108,11 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
             messages.append({"role": added.role, "content": added.content})
         if m is None:
             break
-        messages.append({"role": m.role, "content": m.content})
-        if phi and m.role == "user":
-            messages.append({"role": "system", "content": phi})
         if i == newest and context.recent.strip():
             messages.append({"role": "system", "content": context.recent.strip()})
+        if phi and m.role == "user":
+            messages.append({"role": "system", "content": phi})
+        messages.append({"role": m.role, "content": m.content})
     return messages
 
 

@@ -155,7 +155,7 @@ class CharacterCard:
     mes_example: str = ""  # example dialogue, blocks separated by <START>
     creator_notes: str = ""  # for humans; never sent to the model
     system_prompt: str = ""  # replaces the app's system prompt when set ({{original}} keeps it)
-    post_history_instructions: str = ""  # jailbreak/UJB text placed after the chat history
+    post_history_instructions: str = ""  # jailbreak/UJB text: personae puts it just before each user turn (agent/chat/prompt.py)
     alternate_greetings: tuple[str, ...] = ()  # other openings to choose from
     character_book: Optional[dict] = None  # lorebook, kept as the spec's mapping
     tags: tuple[str, ...] = ()

