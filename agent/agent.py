@@ -100,7 +100,8 @@ class Agent:
 
         def summarize_turns(previous: str, turns: list[str]) -> str:
             return summarize(lm, previous, turns, user=user, char=persona.name, max_tokens=cfg.memory.summary_tokens,
-                             eos_token_ids=_eos_ids(tokenizer, lm.model))
+                             eos_token_ids=_eos_ids(tokenizer, lm.model),
+                             decoder=self.chat_backend.new_decoder(reuse_cache=False))
 
         books = self.lore.books_for(persona, store.session_lore(session_id)) if cfg.lore.enabled else []
         return SessionContext(session_id=session_id, char=persona.name, user=user, books=books, lore=cfg.lore,

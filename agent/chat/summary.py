@@ -34,12 +34,15 @@ def summary_prompt(tokenizer, previous: str, turns: Sequence[str], *, user: str,
 
 
 def summarize(lm, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int,
-              eos_token_ids: tuple[int, ...]) -> str:
-    """The updated running summary (greedy, at most max_tokens). Falls back to `previous` if the LM writes nothing."""
+              eos_token_ids: tuple[int, ...], decoder=None) -> str:
+    """The updated running summary (greedy, at most max_tokens). Falls back to `previous` if the LM writes nothing.
+
+    decoder: a fresh one from the chat backend (llama.cpp when chat runs there); default: transformers on lm.model.
+    """
     ids = summary_prompt(lm.tokenizer, previous, turns, user=user, char=char, max_tokens=max_tokens)
     options = SamplingOptions(max_new_tokens=max_tokens, temperature=0.0, repetition_penalty=1.15,
                               eos_token_ids=eos_token_ids)
-    stream = ReplyStream(CachedDecoder(lm.model, reuse_cache=False), lm.tokenizer, ids, options,
+    stream = ReplyStream(decoder or CachedDecoder(lm.model, reuse_cache=False), lm.tokenizer, ids, options,
                          stop_strings=("<|im_end|>", "<|eot_id|>", "<end_of_turn>"))
     text = "".join(stream).strip()
     return text or previous

@@ -34,7 +34,7 @@ from ..persona.store import Persona
 from .config import TrainConfig
 from .data import Example, conversation
 
-TEACHER_VERSION = "1"  # part of the cache key: bump it when what the teacher records changes
+TEACHER_VERSION = "2"  # part of the cache key: bump it when what the teacher records or the prompt layout changes (2: post-history instructions precede the user turn)
 
 
 @dataclass(frozen=True)
