@@ -110,6 +110,33 @@ def test_zero_gates_make_the_adapter_media_blind_so_the_lm_output_does_not_chang
     assert not torch.allclose(module.soft_prompt(persona_tokens(1)), module.soft_prompt(persona_tokens(2)))
 
 
+def test_an_outputs_start_is_media_blind_too_but_its_media_paths_learn_from_the_first_step():
+    """harmless_start=outputs (LoRA's way): zero output projections instead of zero gates. The fresh adapter
+    gives every persona the same prompt, and unlike zero gates, the zeroed projections get gradients at once."""
+    torch.manual_seed(0)
+    module = build_fusion(FusionConfig(**SMALL, harmless_start="outputs"), DIMS, D_LM, target_norm=0.7).eval()
+    fresh = [module.soft_prompt(persona_tokens(i)) for i in (1, 2)]
+    assert torch.equal(fresh[0], fresh[1])
+    module.train()
+    target = torch.randn(4, D_LM, generator=torch.Generator().manual_seed(5))
+    (module.soft_prompt(persona_tokens(1)) - target).pow(2).sum().backward()
+    assert module.media_to_latents.weight.grad.abs().sum() > 0
+    assert module.layers[-1].attn.to_out.weight.grad.abs().sum() > 0  # the last layer's cross-attention
+    gates = build_fusion(FusionConfig(**SMALL), DIMS, D_LM, target_norm=0.7).train()
+    (gates.soft_prompt(persona_tokens(1)) - target).pow(2).sum().backward()
+    assert gates.layers[-1].attn.to_out.weight.grad.abs().sum() == 0  # behind a zero gate: nothing to learn from
+    with torch.no_grad():
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        optimizer.step()
+    module.eval()
+    assert not torch.allclose(module.soft_prompt(persona_tokens(1)), module.soft_prompt(persona_tokens(2)))
+
+
+def test_harmless_start_is_checked():
+    with pytest.raises(ValueError, match="harmless_start"):
+        FusionConfig(harmless_start="ones")
+
+
 @pytest.mark.parametrize("kind", FUSION_TYPES)
 def test_a_saved_adapter_reloads_from_its_file_alone_to_identical_outputs(tmp_path, kind):
     module = fusion(kind, seed=7)

@@ -47,6 +47,7 @@ class FusionConfig:
     text_weight: float = 1.0  # weighted: β, the card's share of F
     audio_weight: float = 1.0  # weighted: γ, the voice's share of F
     learn_weights: bool = True  # weighted: train α, β, γ (kept positive) instead of fixing them
+    harmless_start: str = "gates"  # attention: gates (zero tanh gates, as Flamingo) | outputs (gates open; each branch's output projection and a pooled-media path zero-initialised, as LoRA)
 
     def __post_init__(self):
         if self.type not in FUSION_TYPES:
@@ -54,6 +55,8 @@ class FusionConfig:
         for name in ("k", "width", "depth", "heads", "ff_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"fusion.{name} must be >= 1, got {getattr(self, name)}")
+        if self.harmless_start not in ("gates", "outputs"):
+            raise ValueError(f"fusion.harmless_start must be gates or outputs, got {self.harmless_start!r}")
         if self.width % self.heads:
             raise ValueError(f"fusion.heads ({self.heads}) must divide fusion.width ({self.width})")
         if not 0 <= self.dropout < 1:

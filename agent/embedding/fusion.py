@@ -112,15 +112,25 @@ class CrossAttention(nn.Module):
 
 
 class ResamplerLayer(nn.Module):
-    """latents += tanh(attn_gate) * cross-attention; latents += tanh(ff_gate) * MLP; both gates start at 0."""
+    """latents += tanh(attn_gate) * cross-attention; latents += tanh(ff_gate) * MLP.
 
-    def __init__(self, *, width: int, heads: int, ff_mult: int, dropout: float):
+    harmless_start "gates": both gates start at 0 (Flamingo). "outputs": the gates start at 1 and the last
+    projection of each branch at 0 (LoRA): the layer adds 0 as well, but the projections get a gradient from
+    the first step, where a zero gate passes none to its branch and gets only the random branch's noise.
+    """
+
+    def __init__(self, *, width: int, heads: int, ff_mult: int, dropout: float, harmless_start: str = "gates"):
         super().__init__()
         self.attn = CrossAttention(width=width, heads=heads, dropout=dropout)
         self.ff = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, ff_mult * width), nn.GELU(),
                                 nn.Dropout(dropout), nn.Linear(ff_mult * width, width))
-        self.attn_gate = nn.Parameter(torch.zeros(1))
-        self.ff_gate = nn.Parameter(torch.zeros(1))
+        start = 0.0 if harmless_start == "gates" else 1.0
+        self.attn_gate = nn.Parameter(torch.full((1,), start))
+        self.ff_gate = nn.Parameter(torch.full((1,), start))
+        if harmless_start == "outputs":
+            nn.init.zeros_(self.attn.to_out.weight)
+            nn.init.zeros_(self.ff[-1].weight)
+            nn.init.zeros_(self.ff[-1].bias)
 
     def forward(self, media: torch.Tensor, latents: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """media: (B, N, w), latents: (B, K, w), keep: (B, N) -> latents (B, K, w)."""
@@ -147,8 +157,16 @@ class AttentionFusion(Fusion):
         self.modality_embedding = nn.Parameter(0.02 * torch.randn(len(self.dims), w))  # (M, w), in dims order
         self.latents = nn.Parameter(torch.randn(config.k, w))  # (K, w)
         self.layers = nn.ModuleList(
-            ResamplerLayer(width=w, heads=config.heads, ff_mult=config.ff_mult, dropout=config.dropout)
+            ResamplerLayer(width=w, heads=config.heads, ff_mult=config.ff_mult, dropout=config.dropout,
+                           harmless_start=config.harmless_start)
             for _ in range(config.depth))
+        # harmless_start "outputs": the pooled media also shift the latents directly (zero at the start), the
+        # path that makes the weighted baseline persona-aware
+        self.media_to_latents = None
+        if config.harmless_start == "outputs":
+            self.media_to_latents = nn.Linear(w, config.k * w)
+            nn.init.zeros_(self.media_to_latents.weight)
+            nn.init.zeros_(self.media_to_latents.bias)
         self.norm_out = nn.LayerNorm(w)
         self.to_lm = nn.Linear(w, d_lm)
 
@@ -158,6 +176,10 @@ class AttentionFusion(Fusion):
         x = torch.cat(tokens, dim=1)  # (B, N, w), N = sum of n_m
         keep = torch.cat([mask[m] for m in self.dims], dim=1)  # (B, N)
         latents = self.latents.expand(x.shape[0], -1, -1)  # (B, K, w)
+        if self.media_to_latents is not None:
+            weight = keep[..., None].to(x.dtype)  # (B, N, 1)
+            pooled = (x * weight).sum(1) / weight.sum(1).clamp_min(1)  # (B, w); 0 for a persona with no media
+            latents = latents + self.media_to_latents(pooled).view(latents.shape)  # (B, K, w)
         for layer in self.layers:
             latents = layer(x, latents, keep)
         return self.rescale(self.to_lm(self.norm_out(latents)))  # (B, K, d_lm)
