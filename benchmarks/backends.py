@@ -27,13 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from chat_latency import USER_TURNS  # noqa: E402  (the same 20-turn script)
+from chat_latency import USER_TURNS, log  # noqa: E402  (the same 20-turn script)
 
 ARMS = ("transformers", "llamacpp", "peer")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:

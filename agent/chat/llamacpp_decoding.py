@@ -52,8 +52,7 @@ class LlamaCppDecoder:
         if soft is not None and soft.shape[-1] != model.n_embd:
             raise ValueError(f"soft prompt width {soft.shape[-1]} != the GGUF's embedding width {model.n_embd}")
         self.model = model
-        self.soft = soft  # (K, d) vectors for the prompt's placeholder ids -1..-K, or None
-        self._soft_rows = None if soft is None else soft.detach().float().cpu().numpy()  # (K, d) float32
+        self._soft_rows = None if soft is None else soft.detach().float().cpu().numpy()  # (K, d) float32, for ids -1..-K
         self.reuse_cache = reuse_cache  # False recomputes every prompt from scratch (for benchmarks/tests)
         self._lease: Optional[Lease] = None
         self._ids: list[int] = []

@@ -61,7 +61,7 @@ def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
 
 class ChatSession:
     def __init__(self, *, persona: Persona, session_id: int, lm: LoadedLM, store: HistoryStore,
-                 chat: ChatConfig, user_name: str, decoder: Optional[CachedDecoder] = None,
+                 chat: ChatConfig, user_name: str, decoder=None,
                  soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
         self.persona = persona
         self.id = session_id
@@ -73,6 +73,7 @@ class ChatSession:
         self.with_card = with_card  # False: the soft prompt stands in for the card text
         self.prefixes = prefixes  # shared persona-prefix KV caches
         self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
+        # CachedDecoder, or any decoder with its interface from agent/chat/backends.py (LlamaCppDecoder)
         self.decoder = decoder or CachedDecoder(lm.model, soft=soft)
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
