@@ -257,7 +257,8 @@ def test_bf16_mixed_precision_trains_after_a_full_precision_run_in_the_same_proc
 
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("top_k", 0), ("lr", 0.0), ("student_mode", "card"), ("mixed_precision", "fp8"),
-    ("out", "adapter.pt"), ("personas", -1)])
+    ("out", "adapter.pt"), ("personas", -1), ("val_personas", -1), ("contrast_weight", -1.0),
+    ("contrast_lines", 0), ("contrast_negatives", 0)])
 def test_train_config_refuses_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -288,3 +289,25 @@ def test_gates_learn_faster_and_without_decay():
     assert len(rest["params"]) + 4 == len(list(adapter.parameters()))
     weighted = build_fusion(FusionConfig(type="weighted", k=2, width=16), {"text": 8}, 12, 1.0)
     assert len(param_groups(weighted, TrainConfig())) == 1  # no gates, one group
+
+
+def test_epoch_batches_cover_every_example_once_and_group_similar_lengths():
+    from agent.training.distill import epoch_batches
+
+    lengths = [100 if j % 2 else 500 for j in range(40)]  # soft and soft+card prompts, interleaved
+    batches = epoch_batches(lengths, 4, seed=0, epoch=0)
+    assert sorted(j for b in batches for j in b) == list(range(40)) and len(batches) == 10
+    assert sum(len({lengths[j] for j in b}) > 1 for b in batches) <= 1  # at most the batch at a bucket's seam mixes
+    assert batches == epoch_batches(lengths, 4, seed=0, epoch=0)
+    assert batches != epoch_batches(lengths, 4, seed=0, epoch=1)
+
+
+def test_student_mode_both_sees_every_reply_without_and_with_the_card(dataset, tmp_path, tiny_llama, config):
+    cfg = train_config(dataset, tmp_path, student_mode="both")
+    teacher, _, students, _ = prepared(dataset, tmp_path, tiny_llama, config, cfg)
+    n = len(teacher.replies)
+    assert len(students) == 2 * n
+    for soft, card in zip(students[:n], students[n:]):
+        assert soft.reply is card.reply and soft.persona == card.persona
+        assert len(card.prompt_ids) > len(soft.prompt_ids)
+        assert sorted(i for i in soft.prompt_ids if i < 0) == sorted(i for i in card.prompt_ids if i < 0)

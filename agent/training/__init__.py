@@ -30,7 +30,8 @@ def train(config: Config, train_cfg: TrainConfig, *, home=None, resume: bool = F
     from ..agent import Agent
     from ..embedding.fusion import save_adapter
     from .data import draw_examples, load_training_data
-    from .distill import fit_adapter, run_identity, student_examples
+    from .contrast import Contrast, contrast_lines
+    from .distill import fit_adapter, pad_id, run_identity, student_examples
     from .teacher import encode_personas, precompute_teacher
 
     started = time.perf_counter()
@@ -42,10 +43,19 @@ def train(config: Config, train_cfg: TrainConfig, *, home=None, resume: bool = F
     encoder = agent._persona_encoder()
     modalities = encode_personas(data.personas, encoder, agent.home.cache_dir("embeddings"))
     students = student_examples(agent.lm, data.personas, teacher, train_cfg, config.chat, config.fusion.k)
+    fitted = training_personas(data.personas, train_cfg.val_personas)
+    students = [s for s in students if s.persona in fitted]
+    contrast = None
+    if train_cfg.contrast_weight > 0:
+        lines = contrast_lines(agent.lm.tokenizer, fitted, config.chat.user_name, train_cfg.contrast_tokens)
+        contrast = Contrast(agent.lm.tokenizer, fitted, lines, user=config.chat.user_name, k=config.fusion.k,
+                            budget=min(config.chat.context_tokens, agent.lm.context_length) - train_cfg.contrast_tokens,
+                            negatives=train_cfg.contrast_negatives, pad=pad_id(agent.lm.tokenizer))
     out = Path(train_cfg.out).expanduser()
     identity = run_identity(train_cfg, config.fusion, teacher.key, agent.lm.source)
     adapter, summary = fit_adapter(agent.lm, modalities, students, train_cfg, config.fusion, encoder.dims,
-                                   checkpoints=work / "checkpoints" / out.stem, identity=identity, resume=resume)
+                                   checkpoints=work / "checkpoints" / out.stem, identity=identity, resume=resume,
+                                   contrast=contrast)
     save_adapter(out, adapter)
     summary = {"out": str(out), "teacher_examples": len(examples), "teacher_seconds": round(teacher.seconds, 2),
                "teacher_reply_tokens": sum(len(r.ids) for r in teacher.replies), **summary,
@@ -56,6 +66,15 @@ def train(config: Config, train_cfg: TrainConfig, *, home=None, resume: bool = F
               "summary": summary}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return summary
+
+
+def training_personas(personas: dict, val_personas: int) -> dict:
+    """The personas the adapter is fitted to: all but the last `val_personas` (kept for validation)."""
+    if val_personas >= len(personas):
+        raise ValueError(f"train.val_personas={val_personas} leaves none of the {len(personas)} train personas "
+                         f"to train on")
+    slugs = list(personas)[:len(personas) - val_personas]
+    return {slug: personas[slug] for slug in slugs}
 
 
 def tune(config: Config, persona: str, *, home=None, steps: int = 30, lr: float = 3e-3, examples: int = 8,

@@ -2,7 +2,8 @@
 
 The LM and the encoders stay frozen; gradients flow through the LM's `inputs_embeds` into the K soft vectors
 and on into the adapter. Loss per reply position: kl_weight * KL(teacher top-k || student) + lm_weight * CE
-on the teacher's reply token. Hands the trained adapter (safetensors) to `embedding.adapter`.
+on the teacher's reply token, plus train.contrast_weight x the identification term of contrast.py when it is
+on. Hands the trained adapter (safetensors) to `embedding.adapter`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from ..models.lm import LoadedLM
 from ..persona.store import Persona
 from .checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .contrast import Contrast
 from .data import conversation
 from .teacher import TeacherReply, TeacherSet
 
@@ -54,15 +56,17 @@ class StudentBatch:
 
 def student_examples(lm: LoadedLM, personas: dict[str, Persona], teacher: TeacherSet, cfg: TrainConfig,
                      chat: ChatConfig, k: int) -> list[StudentExample]:
-    """The student's view of every teacher example: soft slots, card text only in soft+card mode."""
+    """The student's view of every teacher example: soft slots, card text only in soft+card mode (both: each twice)."""
     budget = min(chat.context_tokens, lm.context_length) - cfg.reply_tokens
+    with_card = {"soft": (False,), "soft+card": (True,), "both": (False, True)}[cfg.student_mode]
     out = []
-    for example, reply in zip(teacher.examples, teacher.replies):
-        card = personas[example.persona].card
-        history = conversation(card, example.turn, chat.user_name, with_greeting=cfg.greeting)
-        prompt = fit_prompt(lm.tokenizer, card, history, chat.user_name, budget=budget, soft_tokens=k,
-                            with_card=cfg.student_mode == "soft+card")
-        out.append(StudentExample(example.persona, prompt.ids, reply))
+    for card_text in with_card:  # student_mode both: every teacher reply twice, without and with the card
+        for example, reply in zip(teacher.examples, teacher.replies):
+            card = personas[example.persona].card
+            history = conversation(card, example.turn, chat.user_name, with_greeting=cfg.greeting)
+            prompt = fit_prompt(lm.tokenizer, card, history, chat.user_name, budget=budget, soft_tokens=k,
+                                with_card=card_text)
+            out.append(StudentExample(example.persona, prompt.ids, reply))
     return out
 
 
@@ -164,6 +168,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
+BUCKET_BATCHES = 16  # epoch_batches sorts this many batches' worth of examples by length before cutting batches
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches of example indices: shuffled, then bucketed by length, then the batches shuffled.
+
+    Each window of BUCKET_BATCHES * batch_size shuffled examples is sorted by length before it is cut
+    into batches, so short soft-mode prompts are not padded to the card prompts of soft+card examples
+    (student_mode both). A pure function of (lengths, seed, epoch): a resumed run sees the same batches.
+    """
+    order = epoch_order(len(lengths), seed, epoch)
+    window = BUCKET_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda j: lengths[j])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed * 100_003 + epoch + 7))
+    return [batches[j] for j in shuffled.tolist()]
+
+
 def run_identity(cfg: TrainConfig, fusion: FusionConfig, teacher_key: str, lm_source: str) -> dict:
     """What a checkpoint must match to be resumed: the options that shape the run, the teacher data, the LM."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
@@ -200,12 +224,23 @@ def _evaluate(adapter: Fusion, model, modalities: dict, examples: list[StudentEx
                      cfg, pad=pad, batch_size=cfg.batch_size)
 
 
+def contrast_step(contrast: Contrast, step: int, cfg: TrainConfig):
+    """The card lines and candidate personas of one step's identification term; a pure function of the step."""
+    n = len(contrast.lines)
+    first = step * cfg.contrast_lines
+    picked = [epoch_order(n, cfg.seed + 1, (first + j) // n)[(first + j) % n] for j in range(cfg.contrast_lines)]
+    chosen = [contrast.lines[j] for j in picked]
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+    return chosen, contrast.candidates(chosen, generator)
+
+
 def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], examples: list[StudentExample],
                 cfg: TrainConfig, fusion_cfg: FusionConfig, dims: dict[str, int], *, checkpoints: Path,
-                identity: dict, resume: bool = False) -> tuple[Fusion, dict]:
+                identity: dict, resume: bool = False, contrast: Optional[Contrast] = None) -> tuple[Fusion, dict]:
     """The training loop; returns the trained adapter (eval mode, on the CPU) and a summary.
 
     modalities: each persona's encoded tokens by slug; dims: the encoder's widths ({"audio": 512, ...}).
+    contrast: the identification term, added with weight cfg.contrast_weight (None or weight 0: off).
     A checkpoint goes to `checkpoints` every cfg.checkpoint_every steps and at the end; resume=True
     continues from the newest one (it must match `identity`) and ends with the same weights.
     """
@@ -227,12 +262,15 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
         state["eval_before"] = _evaluate(adapter, model, modalities, scored, cfg, pad)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total, start, losses = cfg.epochs * per_epoch, state["step"], list(state["losses"])
+    id_losses = list(state.get("id_losses", []))
+    lengths, batches = [len(e.prompt_ids) + len(e.reply.ids) for e in examples], None
     bar = tqdm(total=total, initial=start, desc="training adapter", unit="step", dynamic_ncols=True)
     for step in range(start, total):
         began = time.perf_counter()
         epoch, i = divmod(step, per_epoch)
-        order = epoch_order(len(examples), cfg.seed, epoch)[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        chosen = [examples[j] for j in order]
+        if i == 0 or batches is None:
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+        chosen = [examples[j] for j in batches[i]]
         batch = make_batch(chosen, pad)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total, cfg) * group["lr_mult"]
@@ -240,6 +278,14 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
         with accelerator.autocast():
             soft = soft_prompts(adapter, [modalities[e.persona] for e in chosen])  # (B, K, d)
             loss, parts = distill_loss(student_logits(model, batch, soft), batch, cfg)
+            if contrast is not None and cfg.contrast_weight > 0:
+                lines, candidates = contrast_step(contrast, step, cfg)
+                slugs = sorted({s for c in candidates for s in c})
+                vectors = soft_prompts(adapter, [modalities[s] for s in slugs])  # (P, K, d)
+                id_loss, id_parts = contrast.loss(model, lines, candidates, dict(zip(slugs, vectors)))
+                loss = loss + cfg.contrast_weight * id_loss
+                parts.update(id_parts)
+                id_losses.append(id_parts["id_loss"])
         accelerator.backward(loss)
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(adapter.parameters(), cfg.max_grad_norm)
@@ -248,11 +294,11 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
         losses.append(loss.item())
         state["seconds"] += time.perf_counter() - began
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", kl=f"{parts['kl']:.3f}", ce=f"{parts['ce']:.3f}")
+        bar.set_postfix({name: f"{value:.3f}" for name, value in [("loss", losses[-1]), *parts.items()]})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             save_checkpoint(checkpoints, step + 1, accelerator.unwrap_model(adapter), {
                 **state, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "losses": losses,
-                "identity": identity})
+                "id_losses": id_losses, "identity": identity})
     bar.close()
     trained = accelerator.unwrap_model(adapter)
     eval_after = _evaluate(trained, model, modalities, scored, cfg, pad) if scored else None
@@ -263,6 +309,9 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
                "first_epoch_loss": _mean(losses[:per_epoch]), "last_epoch_loss": _mean(losses[-per_epoch:]),
                "seconds": round(seconds, 2), "seconds_per_step": round(seconds / max(1, len(losses)), 3),
                "losses": [round(x, 4) for x in losses]}
+    if id_losses:
+        summary.update(first_epoch_id_loss=_mean(id_losses[:per_epoch]), last_epoch_id_loss=_mean(id_losses[-per_epoch:]),
+                       id_losses=[round(x, 4) for x in id_losses])
     return trained.cpu().eval().requires_grad_(False), summary
 
 
