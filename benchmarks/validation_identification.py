@@ -1,0 +1,136 @@
+"""Identification on a validation split of the TRAIN personas, so adapter ideas can be judged without the held-out set.
+
+    python3 benchmarks/validation_identification.py name tfidf8 tfidf16
+    python3 benchmarks/validation_identification.py name adapter:/tmp/exp/contrast.safetensors --threads 2
+
+The last 12 train personas (those `personae train -t val_personas=12` leaves out) read as cards without
+their example dialogue; their lines are the greeting and the example-dialogue replies (agent.training.contrast
+.card_lines) with `*action*` spans cut, minus lines that still name the persona, since every candidate's
+prompt carries its own name. Scored with personae eval's own `identification` (chance 1/12). Modes:
+  name            the one-line system prompt with the name (personae eval's `name`)
+  card            the card text (no example dialogue)
+  tfidfK          the name plus K soft slots holding the real token embeddings of the card's K most
+                  distinctive tokens (tf-idf over all train cards): a training-free keyword prompt
+  adapter:PATH    the name plus the soft prompt of a trained attention or weighted adapter
+Table to stdout, progress to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+VAL_PERSONAS = 12
+
+
+def validation_set(data: Path, user: str):
+    """(personas with the example dialogue removed, {slug: [ReferenceLine]}) for the last VAL_PERSONAS train personas."""
+    from agent.config import read_yaml_mapping
+    from agent.evaluation.data import ReferenceLine
+    from agent.persona.store import load_persona
+    from agent.training.contrast import card_lines
+
+    train = list(read_yaml_mapping(data / "splits.yaml", "training data")["personas"]["train"])
+    personas, refs = [], {}
+    for slug in train[-VAL_PERSONAS:]:
+        persona = load_persona(data / "personas" / slug)
+        card = persona.card
+        names = [w.lower().strip(",.") for w in card.name.split() if len(w) > 2]
+        lines = [ReferenceLine(to, re.sub(r"\*[^*]*\*", "", text).strip()) for to, text in card_lines(card, user)]
+        refs[slug] = [r for r in lines if len(r.text) > 20 and not any(n in r.text.lower() for n in names)]
+        personas.append(dataclasses.replace(persona, card=dataclasses.replace(card, mes_example="")))
+    return personas, refs, train
+
+
+class TfIdfPrompt:
+    """persona -> (K, d) real token embeddings of the K most distinctive tokens of its card, in card order."""
+
+    def __init__(self, lm, train_cards, k: int):
+        from agent.embedding.encoders import card_text
+
+        self.lm, self.k, self.card_text = lm, k, card_text
+        self.table = lm.model.get_input_embeddings().weight.detach()
+        self.df = collections.Counter()
+        for card in train_cards:
+            self.df.update(set(self._ids(card)))
+        self.n = len(train_cards)
+
+    def _ids(self, card) -> list[int]:
+        return self.lm.tokenizer(self.card_text(card))["input_ids"]
+
+    def words(self, persona) -> list[int]:
+        ids = self._ids(persona.card)
+        tf = collections.Counter(ids)
+
+        def score(t: int) -> float:
+            if len(self.lm.tokenizer.decode([t]).strip()) < 3:  # punctuation, short function words
+                return -1.0
+            return tf[t] * math.log(self.n / (1 + self.df[t]))
+        best = sorted(set(ids), key=score, reverse=True)[:self.k]
+        return sorted(best, key=ids.index)
+
+    def __call__(self, persona, drop=()):
+        return self.table[self.words(persona)]  # (K, d)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modes", nargs="+", help="name | card | tfidfK | adapter:PATH")
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    from agent.agent import Agent
+    from agent.config import load_config
+    from agent.embedding.fusion import load_adapter
+    from agent.evaluation.conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
+    from agent.evaluation.metrics import identification
+    from agent.persona.store import load_persona
+
+    for mode in args.modes:
+        if not (mode in ("name", "card") or re.fullmatch(r"tfidf\d+", mode) or mode.startswith("adapter:")):
+            parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK or adapter:PATH")
+        if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
+            parser.error(f"adapter file {mode[8:]} does not exist")
+    config = load_config(None, [f"lm.threads={args.threads}"])
+    agent = Agent(config)
+    lm, user = agent.lm, config.chat.user_name
+    personas, refs, train = validation_set(args.data, user)
+    print(f"{len(personas)} validation personas, {sum(map(len, refs.values()))} lines, chance "
+          f"{1 / len(personas):.3f}", file=sys.stderr)
+    modalities = PersonaModalities(agent)
+    rows = []
+    for mode in args.modes:
+        began = time.perf_counter()
+        if mode in ("name", "card"):
+            conditioning = Conditioning(mode, MODES[mode])
+        elif mode.startswith("tfidf"):
+            prompt = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], int(mode[5:]))
+            for p in personas:
+                print(f"  {mode} {p.slug}: {lm.tokenizer.decode(prompt.words(p))!r}", file=sys.stderr)
+            conditioning = Conditioning(mode, MODES["soft"], prompt)
+        else:
+            soft = SoftPrompts(load_adapter(Path(mode[8:])), modalities, device=lm.device, dtype=lm.model.dtype)
+            conditioning = Conditioning(mode, MODES["soft"], soft)
+        with torch.inference_mode():
+            result = identification(lm, conditioning, personas, refs, user=user, progress=True)
+        rows.append((mode, result["identification_accuracy"], result["lines"], time.perf_counter() - began))
+        print(f"  {mode}: {rows[-1][1]:.3f} ({rows[-1][3]:.0f} s)", file=sys.stderr)
+    print(f"{'mode':<40} {'ident':>6} {'lines':>6} {'seconds':>8}")
+    for mode, acc, lines, seconds in rows:
+        print(f"{mode:<40} {acc:>6.3f} {lines:>6} {seconds:>8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
