@@ -7,6 +7,7 @@ error naming the key and the file. The dataclass defaults *are* the embedded def
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,8 @@ def _is_dataclass_type(tp) -> bool:
 
 
 def _coerce(value: Any, tp, where: str):
-    """Checks `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    """Checks `value` against the annotation `tp`; ints are accepted where floats are expected, and so is
+    exponent notation without a dot (`1e-3`), which YAML 1.1 reads as a string."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -169,6 +171,8 @@ def _coerce(value: Any, tp, where: str):
             return None
         return _coerce(value, args[0], where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -2,6 +2,7 @@
 
     python3 benchmarks/validation_identification.py name tfidf8 tfidf16
     python3 benchmarks/validation_identification.py name adapter:/tmp/exp/contrast.safetensors --threads 2
+    python3 benchmarks/validation_identification.py adapter:/tmp/exp/select.safetensors -s encoder.text_layer=0
 
 The last 12 train personas (those `personae train -t val_personas=12` leaves out) read as cards without
 their example dialogue; their lines are the greeting and the example-dialogue replies (agent.training.contrast
@@ -86,6 +87,8 @@ def main() -> int:
     parser.add_argument("modes", nargs="+", help="name | card | tfidfK | adapter:PATH")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as for personae (e.g. encoder.text_layer=0 for a select adapter)")
     args = parser.parse_args()
 
     import torch
@@ -102,7 +105,7 @@ def main() -> int:
             parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK or adapter:PATH")
         if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
             parser.error(f"adapter file {mode[8:]} does not exist")
-    config = load_config(None, [f"lm.threads={args.threads}"])
+    config = load_config(None, [f"lm.threads={args.threads}", *args.set])
     agent = Agent(config)
     lm, user = agent.lm, config.chat.user_name
     personas, refs, train = validation_set(args.data, user)

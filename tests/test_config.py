@@ -89,3 +89,13 @@ def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatc
             attempt()
         assert time.perf_counter() - start < 10, name
         assert len(str(e.value)) > 30, name
+
+
+def test_exponent_notation_without_a_dot_is_a_float_not_a_string():
+    # YAML 1.1 reads 1e-3 as a string; users write it for learning rates and temperatures
+    assert load_config(None, ["chat.temperature=5e-1"]).chat.temperature == 0.5
+    from agent.training.config import load_train_config
+
+    assert load_train_config(None, ["lr=1e-2"]).lr == 0.01
+    with pytest.raises(ConfigError, match="chat.temperature"):
+        load_config(None, ["chat.temperature=1e-2x"])

@@ -63,8 +63,9 @@ def test_a_missing_modality_is_masked_out(kind):
     out = module(*collate(batch, DIMS))
     torch.testing.assert_close(out[0], reference)
     torch.testing.assert_close(out[1], module.soft_prompt(batch[1]))
-    # and the voice does change the prompt when it is present
-    assert not torch.allclose(module.soft_prompt(persona_tokens(1)), reference, atol=1e-4)
+    # and the voice does change the prompt when it is present (select reads the card text only)
+    with_voice = {**without_voice, "audio": persona_tokens(1)["audio"]}  # only the voice differs
+    assert torch.allclose(module.soft_prompt(with_voice), reference, atol=1e-4) == (kind == "select")
 
 
 def test_weighted_fusion_renormalises_the_weights_of_present_modalities():
@@ -199,3 +200,22 @@ def test_a_fresh_adapter_trains_its_latents_and_output_projection():
     target = torch.randn(4, D_LM, generator=torch.Generator().manual_seed(5))
     (module.soft_prompt(persona_tokens(1)) - target).pow(2).sum().backward()
     assert module.latents.grad.abs().sum() > 0 and module.to_lm.weight.grad.abs().sum() > 0
+
+
+def test_select_fusion_returns_card_token_vectors_and_a_fallback_without_text():
+    module = fusion("select")
+    tokens = persona_tokens(1)
+    text = tokens["text"].tokens  # (30, 64): with encoder.text_layer 0, the card's input embeddings
+    with torch.no_grad():
+        module.log_scale.fill_(12.0)  # a very sharp selection picks single card tokens
+    picked = module.soft_prompt(tokens)  # (4, 64)
+    nearest = torch.nn.functional.cosine_similarity(picked[:, None], text[None], dim=-1).max(dim=1).values
+    assert torch.all(nearest > 0.999)
+    other = persona_tokens(2)
+    assert not torch.allclose(module.soft_prompt(other), picked)
+    no_text = module.soft_prompt(persona_tokens(1, text=0))
+    torch.testing.assert_close(no_text, module.rescale(module.fallback[None])[0])
+    with pytest.raises(ValueError, match="text_layer"):
+        build_fusion(FusionConfig(type="select", **SMALL), {"text": 32}, D_LM, target_norm=0.7)
+    with pytest.raises(ValueError, match="select_scale"):
+        FusionConfig(type="select", select_scale=0.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FUSION_TYPES = ("attention", "weighted")  # the names in fusion.FUSIONS (a test keeps the two equal)
+FUSION_TYPES = ("attention", "weighted", "select")  # the names in fusion.FUSIONS (a test keeps the two equal)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    type: str = "attention"  # attention (Perceiver resampler) | weighted (F = αI + βT + γA baseline)
+    type: str = "attention"  # attention (Perceiver resampler) | weighted (F = αI + βT + γA baseline) | select (K picks among the card's token embeddings; needs encoder.text_layer 0)
     k: int = 8  # soft-prompt vectors handed to the LM
     width: int = 256  # shared width every modality is projected to inside the adapter
     depth: int = 2  # attention: resampler layers, each cross-attention + MLP
@@ -47,6 +47,7 @@ class FusionConfig:
     text_weight: float = 1.0  # weighted: β, the card's share of F
     audio_weight: float = 1.0  # weighted: γ, the voice's share of F
     learn_weights: bool = True  # weighted: train α, β, γ (kept positive) instead of fixing them
+    select_scale: float = 33.0  # select: the learned inverse temperature of its picks at the start (cosine scores x this); high = sharp picks of single tokens
     harmless_start: str = "gates"  # attention: gates (zero tanh gates, as Flamingo) | outputs (gates open; each branch's output projection and a pooled-media path zero-initialised, as LoRA)
 
     def __post_init__(self):
@@ -55,6 +56,8 @@ class FusionConfig:
         for name in ("k", "width", "depth", "heads", "ff_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"fusion.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.select_scale > 0:
+            raise ValueError(f"fusion.select_scale must be > 0, got {self.select_scale}")
         if self.harmless_start not in ("gates", "outputs"):
             raise ValueError(f"fusion.harmless_start must be gates or outputs, got {self.harmless_start!r}")
         if self.width % self.heads:

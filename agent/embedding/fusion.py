@@ -222,7 +222,42 @@ class WeightedFusion(Fusion):
         return self.rescale(self.to_lm(fused).view(-1, self.config.k, self.d_lm))  # (B, K, d_lm)
 
 
-FUSIONS = {"attention": AttentionFusion, "weighted": WeightedFusion}  # fusion.type -> adapter
+class SelectFusion(Fusion):
+    """K learned queries each pick, by softmax attention, a mixture of the card's own token vectors.
+
+    Reads the text modality only, and returns the selected text tokens themselves (no output projection):
+    with encoder.text_layer 0 they are the LM's input embeddings of card tokens, so a sharp selection is a
+    K-token keyword prompt the frozen LM reads as words. Keys are the projected tokens; scores are scaled
+    by a learned inverse temperature (fusion.select_scale at the start). A persona without card text gets
+the learned fallback vectors.
+    """
+
+    def __init__(self, *, config: FusionConfig, dims: dict[str, int], d_lm: int, target_norm: float):
+        super().__init__(config=config, dims=dims, d_lm=d_lm, target_norm=target_norm)
+        if dims.get("text") != d_lm:
+            raise ValueError(f"fusion.type select returns card-token vectors as soft prompts, so the text tokens must "
+                             f"be {d_lm} wide (the LM's hidden size; encoder.text_layer 0), got {dims.get('text')}")
+        w = config.width
+        self.queries = nn.Parameter(torch.randn(config.k, w) / w ** 0.5)  # (K, w)
+        self.log_scale = nn.Parameter(torch.tensor(config.select_scale).log())  # learned inverse temperature
+        self.fallback = nn.Parameter(torch.randn(config.k, d_lm))  # (K, d_lm), for a persona with no text
+
+    def forward(self, media: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> torch.Tensor:
+        """media["text"]: (B, n, d_lm), mask["text"]: (B, n) -> (B, K, d_lm)."""
+        x, keep = media["text"], mask["text"]
+        keys = self.inputs["text"](x)  # (B, n, w)
+        keys = keys / keys.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        queries = self.queries / self.queries.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        scores = torch.einsum("kw,bnw->bkn", queries, keys) * self.log_scale.exp()  # (B, K, n)
+        scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
+        has_text = keep.any(dim=1)  # (B,)
+        weights = torch.softmax(scores.masked_fill(~has_text[:, None, None], 0.0), dim=-1)  # (B, K, n)
+        picked = torch.einsum("bkn,bnd->bkd", weights, x)  # (B, K, d_lm)
+        picked = torch.where(has_text[:, None, None], picked, self.fallback.expand_as(picked))
+        return self.rescale(picked)
+
+
+FUSIONS = {"attention": AttentionFusion, "weighted": WeightedFusion, "select": SelectFusion}  # fusion.type -> adapter
 
 
 def build_fusion(config: FusionConfig, dims: dict[str, int], d_lm: int, target_norm: float) -> Fusion:
