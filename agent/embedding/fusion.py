@@ -229,7 +229,7 @@ class SelectFusion(Fusion):
     with encoder.text_layer 0 they are the LM's input embeddings of card tokens, so a sharp selection is a
     K-token keyword prompt the frozen LM reads as words. Keys are the projected tokens; scores are scaled
     by a learned inverse temperature (fusion.select_scale at the start). A persona without card text gets
-the learned fallback vectors.
+    the learned fallback vectors.
     """
 
     def __init__(self, *, config: FusionConfig, dims: dict[str, int], d_lm: int, target_norm: float):
@@ -237,6 +237,7 @@ the learned fallback vectors.
         if dims.get("text") != d_lm:
             raise ValueError(f"fusion.type select returns card-token vectors as soft prompts, so the text tokens must "
                              f"be {d_lm} wide (the LM's hidden size; encoder.text_layer 0), got {dims.get('text')}")
+        self.inputs = nn.ModuleDict({"text": self.inputs["text"]})  # the voice and portrait are not read
         w = config.width
         self.queries = nn.Parameter(torch.randn(config.k, w) / w ** 0.5)  # (K, w)
         self.log_scale = nn.Parameter(torch.tensor(config.select_scale).log())  # learned inverse temperature

@@ -19,11 +19,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..chat.decoding import embed_ids
 from ..chat.prompt import Message, fit_prompt
 from ..persona.card import CharacterCard
 from ..persona.macros import split_examples, substitute
 from ..persona.store import Persona
+from .distill import logits_at, pack
 
 GREETING_TURN = "Hello."  # the user line a greeting is scored as the answer to
 
@@ -121,23 +121,12 @@ class Contrast:
             for slug in cands:
                 seqs.append((self.prompt(line.persona, line.to), line.ids))
                 owners.append(slug)
-        device = next(iter(soft.values())).device
-        T = max(len(p) + len(c) for p, c in seqs)
-        ids = torch.full((len(seqs), T), self.pad, dtype=torch.long)  # (S, T)
-        mask = torch.zeros(len(seqs), T, dtype=torch.long)  # (S, T)
-        rows, cols, targets = [], [], []
-        for i, (prompt, cont) in enumerate(seqs):
-            P, R = len(prompt), len(cont)
-            ids[i, :P + R] = torch.tensor(prompt + cont)
-            mask[i, :P + R] = 1
-            rows.append(torch.full((R,), i))
-            cols.append(torch.arange(P - 1, P + R - 1))  # position P+j-1 predicts token j of the line
-            targets.append(torch.tensor(cont))
-        rows, cols, targets = torch.cat(rows).to(device), torch.cat(cols).to(device), torch.cat(targets).to(device)
-        ids = ids.to(device)
-        embeds = torch.cat([embed_ids(model, ids[i:i + 1], soft[slug]) for i, slug in enumerate(owners)])  # (S, T, d)
-        hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[rows, cols]).float()  # (N, V)
+        ids, mask, rows, cols = pack(seqs, self.pad)
+        vectors = torch.stack([soft[slug] for slug in owners])  # (S, K, d)
+        device = vectors.device
+        logits = logits_at(model, ids, mask, rows, cols, vectors)  # (N, V)
+        rows = rows.to(device)
+        targets = torch.tensor([t for _, cont in seqs for t in cont], device=device)  # (N,)
         token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]  # (N,)
         scores = torch.zeros(len(seqs), device=device).index_add(0, rows, token_logp)  # (S,)
         scores = scores.view(len(chosen), -1)  # (L, 1 + negatives); column 0 is the own persona

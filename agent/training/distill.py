@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +28,11 @@ from ..models.lm import LoadedLM
 from ..persona.store import Persona
 from .checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .contrast import Contrast
 from .data import conversation
 from .teacher import TeacherReply, TeacherSet
+
+if TYPE_CHECKING:  # contrast.py builds on this module's packing and logits
+    from .contrast import Contrast
 
 # TrainConfig fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("checkpoint_every", "out", "work_dir", "data_dir")
@@ -70,34 +72,47 @@ def student_examples(lm: LoadedLM, personas: dict[str, Persona], teacher: Teache
     return out
 
 
-def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
-    """Right-padded prompt ++ reply ids; position t predicts token t+1, so reply token j is predicted at P+j-1."""
-    T = max(len(e.prompt_ids) + len(e.reply.ids) for e in examples)
-    ids = torch.full((len(examples), T), pad, dtype=torch.long)  # (B, T)
-    mask = torch.zeros(len(examples), T, dtype=torch.long)  # (B, T)
+def pack(sequences: Sequence[tuple[list[int], list[int]]], pad: int):
+    """(prompt, continuation) id lists -> right-padded ids (S, T), attention mask (S, T), and the row and column
+    of every position that predicts a continuation token, (N,) each: token j after a P-token prompt is
+    predicted at column P+j-1. Continuation tokens come out in sequence order, matching rows and cols."""
+    T = max(len(p) + len(c) for p, c in sequences)
+    ids = torch.full((len(sequences), T), pad, dtype=torch.long)  # (S, T)
+    mask = torch.zeros(len(sequences), T, dtype=torch.long)  # (S, T)
     rows, cols = [], []
-    for i, e in enumerate(examples):
-        P, R = len(e.prompt_ids), len(e.reply.ids)
-        ids[i, :P + R] = torch.tensor(e.prompt_ids + e.reply.ids.tolist())
+    for i, (prompt, cont) in enumerate(sequences):
+        P, R = len(prompt), len(cont)
+        ids[i, :P + R] = torch.tensor(list(prompt) + list(cont))
         mask[i, :P + R] = 1
         rows.append(torch.full((R,), i))
         cols.append(torch.arange(P - 1, P + R - 1))
+    return ids, mask, torch.cat(rows), torch.cat(cols)
+
+
+def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
+    """Right-padded prompt ++ reply ids; position t predicts token t+1, so reply token j is predicted at P+j-1."""
+    ids, mask, rows, cols = pack([(e.prompt_ids, e.reply.ids.tolist()) for e in examples], pad)
     cat = torch.cat
-    return StudentBatch(ids, mask, cat(rows), cat(cols), cat([e.reply.ids for e in examples]),
+    return StudentBatch(ids, mask, rows, cols, cat([e.reply.ids for e in examples]),
                         cat([e.reply.topk_ids for e in examples]), cat([e.reply.topk_logprobs for e in examples]))
 
 
-def student_logits(model: torch.nn.Module, batch: StudentBatch, soft: torch.Tensor) -> torch.Tensor:
-    """The frozen LM on the batch with each row's soft prompt; soft: (B, K, d). Returns (N, V) float32 logits.
-
-    Only the reply positions go through the vocabulary projection (the LM body runs on every token).
+def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                        cols: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The frozen LM on ids (S, T), row i with soft prompt soft[i] (soft: (S, K, d)); (N, V) float32 logits at
+    (rows, cols). Only those positions go through the vocabulary projection (the LM body runs on every token).
     """
     device = soft.device
-    ids = batch.ids.to(device)
-    embeds = torch.cat([embed_ids(model, ids[i:i + 1], soft[i]) for i in range(len(ids))])  # (B, T, d)
-    hidden = model.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask.to(device)).last_hidden_state
-    picked = hidden[batch.rows.to(device), batch.cols.to(device)]  # (N, d)
+    ids = ids.to(device)
+    embeds = torch.cat([embed_ids(model, ids[i:i + 1], soft[i]) for i in range(len(ids))])  # (S, T, d)
+    hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
+    picked = hidden[rows.to(device), cols.to(device)]  # (N, d)
     return model.get_output_embeddings()(picked).float()  # (N, V)
+
+
+def student_logits(model: torch.nn.Module, batch: StudentBatch, soft: torch.Tensor) -> torch.Tensor:
+    """The frozen LM on the batch with each row's soft prompt; soft: (B, K, d). Returns (N, V) float32 logits."""
+    return logits_at(model, batch.ids, batch.attention_mask, batch.rows, batch.cols, soft)
 
 
 def distill_loss(logits: torch.Tensor, batch: StudentBatch, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
