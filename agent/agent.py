@@ -5,6 +5,7 @@ database; front-ends (terminal, Discord, HTTP) never touch torch or the models d
 """
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Optional
@@ -176,7 +177,6 @@ class Agent:
             try:
                 clip = load_clip(cfg.clip.model, cfg.clip.pretrained)
             except MissingWeights as e:  # the portrait is masked out, as the issue asks; say so once
-                import sys
                 print(f"[personae] no CLIP weights, portraits are not used: {e}", file=sys.stderr)
         whisper_model = self.transcriber.model if cfg.encoder.audio_enabled else None
         return PersonaEncoder(cfg.encoder, self.lm, whisper_model=whisper_model, whisper_source=cfg.whisper.name_or_path,
@@ -208,14 +208,16 @@ class Agent:
                 from .embedding.cache import EmbeddingCache
                 from .embedding.fusion import load_adapter
 
-                from .training.tune import load_tuned, tuned_path
+                from .training.tune import card_fingerprint, load_tuned, tuned_path
 
                 tuned = tuned_path(self.home, persona.slug)
                 if tuned.is_file():  # `personae tune` fitted this persona: its vectors beat the adapter's
                     found = load_tuned(tuned)
-                    if found.lm == self.lm.source:
+                    if found.lm == self.lm.source and found.metadata.get("card") == card_fingerprint(persona.card):
                         self._soft[persona.slug] = found.soft.to(self.lm.model.dtype)
                         return self._soft[persona.slug]
+                    print(f"[personae] {tuned} was tuned for another LM or an older card of {persona.slug}; "
+                          f"using the adapter (run `personae tune --persona {persona.slug}` again)", file=sys.stderr)
                 if self._adapter is None:
                     self._adapter = self._checked_adapter(load_adapter(self._adapter_path()), self._persona_encoder())
                 adapter, encoder = self._adapter

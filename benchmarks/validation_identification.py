@@ -13,6 +13,11 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
   tfidfK          the name plus K soft slots holding the real token embeddings of the card's K most
                   distinctive tokens (tf-idf over all train cards): a training-free keyword prompt
   adapter:PATH    the name plus the soft prompt of a trained attention or weighted adapter
+  reconN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps so the LM, given them
+                  and the question "who are you?", says the card's text (a per-persona compression objective)
+  tunedN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps to the persona's own
+                  teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the card without its
+                  example dialogue, as `card` does): what K soft vectors can carry at all, adapter aside
 Table to stdout, progress to stderr.
 """
 from __future__ import annotations
@@ -82,11 +87,87 @@ class TfIdfPrompt:
         return self.table[self.words(persona)]  # (K, d)
 
 
+class TunedPrompts:
+    """persona -> (K, d) vectors fitted per persona by distillation from its card (cached per slug)."""
+
+    def __init__(self, lm, chat, start, steps: int, examples: int, lr: float, work: Path, data: Path):
+        from agent.embedding.fusion import embedding_norm
+        from agent.training.config import TrainConfig
+
+        self.lm, self.chat, self.start, self.work = lm, chat, start, work
+        self.steps, self.examples, self.lr = steps, examples, lr
+        self.norm = embedding_norm(lm.model)
+        self.cfg = TrainConfig(student_mode="soft", data_dir=str(data))
+        self.fitted = {}
+
+    def fit(self, persona):
+        import torch
+
+        from agent.training.tune import fit_soft_prompt
+
+        with torch.enable_grad():
+            soft, before, after, _ = fit_soft_prompt(self.lm, persona, self.start(persona), self.norm, self.cfg,
+                                                     self.chat, self.work, steps=self.steps, lr=self.lr,
+                                                     examples=self.examples)
+        print(f"  tuned {persona.slug}: loss {before:.3f} -> {after:.3f}", file=sys.stderr)
+        self.fitted[persona.slug] = soft
+
+    def __call__(self, persona, drop=()):
+        return self.fitted[persona.slug]
+
+
+class ReconPrompts(TunedPrompts):
+    """persona -> (K, d) vectors fitted so the LM reads the card's own text back from them (cached per slug)."""
+
+    QUESTION = "Who are you? Tell me about yourself, your world and how you talk."
+    MAX_TOKENS = 384
+
+    def fit(self, persona):
+        import torch
+
+        from agent.chat.prompt import fit_prompt
+        from agent.embedding.encoders import card_text
+        from agent.training.data import conversation
+        from agent.training.distill import logits_at, pack, pad_id
+
+        lm, k = self.lm, self.start(persona).shape[0]
+        history = conversation(persona.card, self.QUESTION, self.chat.user_name, with_greeting=False)
+        prompt = fit_prompt(lm.tokenizer, persona.card, history, self.chat.user_name, budget=10_000, soft_tokens=k,
+                            with_card=False).ids
+        target = lm.tokenizer(card_text(persona.card), add_special_tokens=False)["input_ids"][:self.MAX_TOKENS]
+        ids, mask, rows, cols = pack([(prompt, target)], pad_id(lm.tokenizer))
+        labels = torch.tensor(target, device=lm.device)
+        torch.manual_seed(self.cfg.seed)
+        vectors = torch.nn.Parameter(self.start(persona).detach().clone().float().to(lm.device))  # (K, d)
+        optimizer = torch.optim.Adam([vectors], lr=self.lr)
+
+        def loss_now():
+            soft = vectors * (self.norm / vectors.norm(dim=-1, keepdim=True))  # (K, d)
+            logits = logits_at(lm.model, ids, mask, rows, cols, soft[None].to(lm.model.dtype))
+            return torch.nn.functional.cross_entropy(logits, labels), soft
+
+        with torch.enable_grad():
+            first = None
+            for _ in range(self.steps):
+                loss, _ = loss_now()
+                first = loss.item() if first is None else first
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                last, soft = loss_now()
+        print(f"  recon {persona.slug}: card CE {first:.3f} -> {last.item():.3f}", file=sys.stderr)
+        self.fitted[persona.slug] = soft.detach()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modes", nargs="+", help="name | card | tfidfK | adapter:PATH")
+    parser.add_argument("modes", nargs="+", help="name | card | tfidfK | adapter:PATH | tunedN | reconN")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tune-examples", type=int, default=8, help="teacher replies per persona for tunedN")
+    parser.add_argument("--tune-k", type=int, default=8, help="soft vectors for tunedN / reconN (started at tfidfK)")
+    parser.add_argument("--tune-lr", type=float, default=3e-3, help="Adam learning rate for tunedN")
     parser.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for personae (e.g. encoder.text_layer=0 for a select adapter)")
     args = parser.parse_args()
@@ -101,8 +182,8 @@ def main() -> int:
     from agent.persona.store import load_persona
 
     for mode in args.modes:
-        if not (mode in ("name", "card") or re.fullmatch(r"tfidf\d+", mode) or mode.startswith("adapter:")):
-            parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK or adapter:PATH")
+        if not (mode in ("name", "card") or re.fullmatch(r"(tfidf|tuned|recon)\d+", mode) or mode.startswith("adapter:")):
+            parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK, adapter:PATH, tunedN or reconN")
         if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
             parser.error(f"adapter file {mode[8:]} does not exist")
     config = load_config(None, [f"lm.threads={args.threads}", *args.set])
@@ -121,6 +202,13 @@ def main() -> int:
             prompt = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], int(mode[5:]))
             for p in personas:
                 print(f"  {mode} {p.slug}: {lm.tokenizer.decode(prompt.words(p))!r}", file=sys.stderr)
+            conditioning = Conditioning(mode, MODES["soft"], prompt)
+        elif mode.startswith(("tuned", "recon")):
+            start = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], args.tune_k)
+            prompt = (TunedPrompts if mode.startswith("tuned") else ReconPrompts)(lm, config.chat, start, int(mode[5:]), args.tune_examples, args.tune_lr,
+                                  agent.home.cache_dir("validation-teacher"), args.data)
+            for p in personas:
+                prompt.fit(p)
             conditioning = Conditioning(mode, MODES["soft"], prompt)
         else:
             soft = SoftPrompts(load_adapter(Path(mode[8:])), modalities, device=lm.device, dtype=lm.model.dtype)

@@ -44,6 +44,25 @@ def test_tuning_lowers_the_persona_loss_and_the_file_reloads(tmp_path, tiny_llam
     assert float(tuned.metadata["final_loss"]) == pytest.approx(summary["final_loss"], abs=1e-3)
 
 
+def test_chat_uses_the_tuned_prompt_only_with_the_card_it_was_fitted_to(tmp_path, tiny_llama, adapter_config, capsys):
+    from agent.agent import Agent
+
+    config, fusion = adapter_config
+    data = write_dataset(tmp_path / "data")
+    cfg = TrainConfig(data_dir=str(data), reply_tokens=8, top_k=8, batch_size=3, work_dir=str(tmp_path / "work"))
+    home, hale = tmp_path / "home", data / "personas" / "hale"
+    tune(config, str(hale), home=home, steps=3, lr=2e-2, examples=3, train_cfg=cfg, lm=tiny_llama)
+    tuned = load_tuned(home / "personas" / "hale" / "soft_prompt.safetensors").soft
+    agent = Agent(config, home=home, lm=tiny_llama)
+    assert torch.equal(agent.soft_prompt(agent.persona(str(hale))), tuned)
+    card = hale / "persona.yaml"
+    card.write_text(card.read_text().replace("few words", "many words"))  # the card changed after tuning
+    agent = Agent(config, home=home, lm=tiny_llama)
+    fresh = agent.soft_prompt(agent.persona(str(hale)))
+    assert fresh.shape == tuned.shape and not torch.allclose(fresh, tuned)  # the adapter's, not the stale fit
+    assert "older card of hale" in capsys.readouterr().err
+
+
 def test_tuning_needs_a_trained_adapter(tmp_path, tiny_llama):
     with pytest.raises(ValueError, match="embedding.adapter"):
         tune(load_config(TINY_CONFIG), "mara", home=tmp_path / "home", lm=tiny_llama)

@@ -6,6 +6,8 @@ of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safet
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..embedding.cache import EmbeddingCache
 from ..embedding.fusion import load_adapter
+from ..persona.card import CharacterCard
 from ..persona.store import Persona
 from .config import TrainConfig
 from .data import draw_turns, load_train_turns
@@ -42,6 +45,12 @@ class TunedPrompt:
 def tuned_path(home, slug: str) -> Path:
     """Where `personae tune` keeps a persona's tuned soft prompt: <home>/personas/<slug>/soft_prompt.safetensors."""
     return home.personas / slug / TUNED_FILE
+
+
+def card_fingerprint(card: CharacterCard) -> str:
+    """sha256 of every card field: a tuned soft prompt is only used with the card it was fitted to."""
+    fields = json.dumps(dataclasses.asdict(card), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(fields.encode("utf-8")).hexdigest()
 
 
 def save_tuned(path: Path, soft: torch.Tensor, metadata: dict[str, str]) -> Path:
@@ -100,23 +109,42 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
         start = adapter.soft_prompt(modalities)  # (K, d)
     mode = config.embedding.conditioning if config.embedding.conditioning != "card" else train_cfg.student_mode
     cfg = dataclasses.replace(train_cfg, student_mode=mode)
+    work = Path(cfg.work_dir).expanduser() if cfg.work_dir else agent.home.cache_dir("training")
+    began = time.perf_counter()
+    tuned, initial, final, n = fit_soft_prompt(lm, persona, start, adapter.target_norm, cfg, config.chat, work,
+                                               steps=steps, lr=lr, examples=examples)
+    path = Path(out) if out is not None else tuned_path(agent.home, persona.slug)
+    save_tuned(path, tuned, {"persona": persona.slug, "lm": lm.source, "card": card_fingerprint(persona.card),
+                             "adapter": str(adapter_path),
+                             "student_mode": mode, "steps": str(steps), "examples": str(examples),
+                             "initial_loss": f"{initial:.4f}", "final_loss": f"{final:.4f}"})
+    return {"persona": persona.slug, "out": str(path), "steps": steps, "examples": n,
+            "initial_loss": initial, "final_loss": final, "seconds": round(time.perf_counter() - began, 2)}
+
+
+def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainConfig, chat, work: Path, *,
+                    steps: int, lr: float, examples: int) -> tuple[torch.Tensor, float, float, int]:
+    """K free vectors, from `start` (K, d), fitted by context distillation to `persona`'s own teacher replies.
+
+    The teacher (the LM with `persona`'s card) answers `examples` train user turns, cached in `work`; the
+    student sees the vectors in cfg.student_mode. Every vector is kept at length `norm`. Returns the fitted
+    (K, d) float32 vectors, the loss before and after over those replies, and the number of student examples.
+    """
     turns, files = load_train_turns(cfg.data_dir)
     drawn = draw_turns(persona.slug, turns, examples, cfg.seed)
-    work = Path(cfg.work_dir).expanduser() if cfg.work_dir else agent.home.cache_dir("training")
     teacher = precompute_teacher(lm, {persona.slug: persona}, drawn, (*files, persona.folder / "persona.yaml"),
-                                 cfg, config.chat, work)
-    students = student_examples(lm, {persona.slug: persona}, teacher, cfg, config.chat, start.shape[0])
+                                 cfg, chat, work)
+    students = student_examples(lm, {persona.slug: persona}, teacher, cfg, chat, start.shape[0])
 
     torch.manual_seed(cfg.seed)
     vectors = torch.nn.Parameter(start.detach().clone().float().to(lm.device))  # (K, d)
-    norm = adapter.target_norm.float().to(lm.device)
+    norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
     optimizer = torch.optim.Adam([vectors], lr=lr)
     model, pad = lm.model, pad_id(lm.tokenizer)
 
-    def soft_for(chunk) -> torch.Tensor:  # (B, K, d), each vector at the adapter's norm
+    def soft_for(chunk) -> torch.Tensor:  # (B, K, d), each vector at length `norm`
         return (vectors * (norm / vectors.norm(dim=-1, keepdim=True))).expand(len(chunk), -1, -1)
 
-    began = time.perf_counter()
     initial = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
     bar = tqdm(range(steps), desc=f"tuning {persona.slug}", unit="step", dynamic_ncols=True)
     for _ in bar:
@@ -128,11 +156,5 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     final = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
-    path = Path(out) if out is not None else tuned_path(agent.home, persona.slug)
     with torch.no_grad():
-        tuned = soft_for([0])[0]
-    save_tuned(path, tuned, {"persona": persona.slug, "lm": lm.source, "adapter": str(adapter_path),
-                             "student_mode": mode, "steps": str(steps), "examples": str(examples),
-                             "initial_loss": f"{initial:.4f}", "final_loss": f"{final:.4f}"})
-    return {"persona": persona.slug, "out": str(path), "steps": steps, "examples": len(students),
-            "initial_loss": initial, "final_loss": final, "seconds": round(time.perf_counter() - began, 2)}
+        return soft_for([0])[0].detach(), initial, final, len(students)
