@@ -13,11 +13,13 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
   tfidfK          the name plus K soft slots holding the real token embeddings of the card's K most
                   distinctive tokens (tf-idf over all train cards): a training-free keyword prompt
   adapter:PATH    the name plus the soft prompt of a trained attention or weighted adapter
-  reconN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps so the LM, given them
-                  and the question "who are you?", says the card's text (a per-persona compression objective)
-  tunedN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps to the persona's own
-                  teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the card without its
-                  example dialogue, as `card` does): what K soft vectors can carry at all, adapter aside
+  reconN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps so
+                  the LM, given them and the question "who are you?", says the card's text (per-persona
+                  compression)
+  tunedN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps to the
+                  persona's own teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the
+                  card without its example dialogue, as `card` does)
+                  reconN and tunedN show what K soft vectors can carry at all, adapter aside.
 Table to stdout, progress to stderr.
 """
 from __future__ import annotations
@@ -167,7 +169,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune-examples", type=int, default=8, help="teacher replies per persona for tunedN")
     parser.add_argument("--tune-k", type=int, default=8, help="soft vectors for tunedN / reconN (started at tfidfK)")
-    parser.add_argument("--tune-lr", type=float, default=3e-3, help="Adam learning rate for tunedN")
+    parser.add_argument("--tune-lr", type=float, default=3e-3, help="Adam learning rate for tunedN / reconN")
     parser.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for personae (e.g. encoder.text_layer=0 for a select adapter)")
     args = parser.parse_args()
@@ -182,7 +184,8 @@ def main() -> int:
     from agent.persona.store import load_persona
 
     for mode in args.modes:
-        if not (mode in ("name", "card") or re.fullmatch(r"(tfidf|tuned|recon)\d+", mode) or mode.startswith("adapter:")):
+        known = mode in ("name", "card") or re.fullmatch(r"(tfidf|tuned|recon)\d+", mode)
+        if not (known or mode.startswith("adapter:")):
             parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK, adapter:PATH, tunedN or reconN")
         if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
             parser.error(f"adapter file {mode[8:]} does not exist")
@@ -205,8 +208,9 @@ def main() -> int:
             conditioning = Conditioning(mode, MODES["soft"], prompt)
         elif mode.startswith(("tuned", "recon")):
             start = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], args.tune_k)
-            prompt = (TunedPrompts if mode.startswith("tuned") else ReconPrompts)(lm, config.chat, start, int(mode[5:]), args.tune_examples, args.tune_lr,
-                                  agent.home.cache_dir("validation-teacher"), args.data)
+            kind = TunedPrompts if mode.startswith("tuned") else ReconPrompts
+            prompt = kind(lm, config.chat, start, int(mode[5:]), args.tune_examples, args.tune_lr,
+                          agent.home.cache_dir("validation-teacher"), args.data)
             for p in personas:
                 prompt.fit(p)
             conditioning = Conditioning(mode, MODES["soft"], prompt)
