@@ -119,47 +119,16 @@ class TunedPrompts:
 
 
 class ReconPrompts(TunedPrompts):
-    """persona -> (K, d) vectors fitted so the LM reads the card's own text back from them (cached per slug)."""
-
-    QUESTION = "Who are you? Tell me about yourself, your world and how you talk."
-    MAX_TOKENS = 384
+    """persona -> (K, d) vectors fitted so the LM reads the card's own text back from them (agent.training.tune
+    .fit_card_prompt; the card here has no example dialogue)."""
 
     def fit(self, persona):
-        import torch
+        from agent.training.tune import fit_card_prompt
 
-        from agent.chat.prompt import fit_prompt
-        from agent.embedding.encoders import card_text
-        from agent.training.data import conversation
-        from agent.training.distill import logits_at, pack, pad_id
-
-        lm, k = self.lm, self.start(persona).shape[0]
-        history = conversation(persona.card, self.QUESTION, self.chat.user_name, with_greeting=False)
-        prompt = fit_prompt(lm.tokenizer, persona.card, history, self.chat.user_name, budget=10_000, soft_tokens=k,
-                            with_card=False).ids
-        target = lm.tokenizer(card_text(persona.card), add_special_tokens=False)["input_ids"][:self.MAX_TOKENS]
-        ids, mask, rows, cols = pack([(prompt, target)], pad_id(lm.tokenizer))
-        labels = torch.tensor(target, device=lm.device)
-        torch.manual_seed(self.cfg.seed)
-        vectors = torch.nn.Parameter(self.start(persona).detach().clone().float().to(lm.device))  # (K, d)
-        optimizer = torch.optim.Adam([vectors], lr=self.lr)
-
-        def loss_now():
-            soft = vectors * (self.norm / vectors.norm(dim=-1, keepdim=True))  # (K, d)
-            logits = logits_at(lm.model, ids, mask, rows, cols, soft[None].to(lm.model.dtype))
-            return torch.nn.functional.cross_entropy(logits, labels), soft
-
-        with torch.enable_grad():
-            first = None
-            for _ in range(self.steps):
-                loss, _ = loss_now()
-                first = loss.item() if first is None else first
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                last, soft = loss_now()
-        print(f"  recon {persona.slug}: card CE {first:.3f} -> {last.item():.3f}", file=sys.stderr)
-        self.fitted[persona.slug] = soft.detach()
+        soft, before, after = fit_card_prompt(self.lm, persona, self.start(persona), self.norm, self.chat,
+                                              steps=self.steps, lr=self.lr, seed=self.cfg.seed)
+        print(f"  recon {persona.slug}: card CE {before:.3f} -> {after:.3f}", file=sys.stderr)
+        self.fitted[persona.slug] = soft
 
 
 def main() -> int:

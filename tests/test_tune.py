@@ -6,7 +6,7 @@ from agent.config import load_config
 from agent.embedding.config import FusionConfig
 from agent.embedding.fusion import build_fusion, embedding_norm, save_adapter
 from agent.training import TrainConfig, tune
-from agent.training.tune import load_tuned, save_tuned
+from agent.training.tune import fit_card_prompt, load_tuned, save_tuned
 
 from conftest import TINY_CONFIG
 from test_training import write_dataset
@@ -78,3 +78,21 @@ def test_load_tuned_refuses_other_files(tmp_path):
     assert torch.equal(load_tuned(good).soft, torch.ones(4, 8))
     with pytest.raises(FileNotFoundError, match="personae tune"):
         load_tuned(tmp_path / "missing.safetensors")
+
+
+def test_fitting_vectors_to_the_card_lowers_its_loss_and_keeps_their_length(tmp_path, tiny_llama):
+    from agent.persona.store import load_persona
+
+    data = write_dataset(tmp_path / "data")
+    chat = load_config(TINY_CONFIG).chat
+    norm = embedding_norm(tiny_llama.model)
+    torch.manual_seed(0)
+    start = torch.randn(4, 64)
+    fitted = {}
+    for slug in ("mara", "hale"):
+        soft, before, after = fit_card_prompt(tiny_llama, load_persona(data / "personas" / slug), start, norm, chat,
+                                              steps=20, lr=0.2, max_tokens=48)
+        assert after < before - 1.0, (slug, before, after)  # mean nats per card token (the random LM starts near 29)
+        assert soft.shape == (4, 64) and torch.allclose(soft.norm(dim=-1), torch.full((4,), norm), rtol=1e-4)
+        fitted[slug] = soft
+    assert not torch.allclose(fitted["mara"], fitted["hale"], atol=1e-3)  # each fits its own card

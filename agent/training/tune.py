@@ -2,6 +2,8 @@
 
 Starts from what the trained adapter gives the persona, distils its own card into the vectors on a handful
 of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` (read by `load_tuned`).
+`fit_card_prompt` fits K vectors by another objective, reading the card's own text back from them (used by
+benchmarks/validation_identification.py; see docs/persona_embedding.md, run 7).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -25,8 +28,8 @@ from ..embedding.fusion import load_adapter
 from ..persona.card import CharacterCard
 from ..persona.store import Persona
 from .config import TrainConfig
-from .data import draw_turns, load_train_turns
-from .distill import distill_loss, make_batch, mean_loss, pad_id, student_examples, student_logits
+from .data import conversation, draw_turns, load_train_turns
+from .distill import distill_loss, logits_at, make_batch, mean_loss, pack, pad_id, student_examples, student_logits
 from .teacher import precompute_teacher
 
 TUNED_FORMAT = "personae-tuned-soft-prompt"  # safetensors metadata "format" of a tuned soft prompt
@@ -158,3 +161,50 @@ def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainC
     final = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
     with torch.no_grad():
         return soft_for([0])[0].detach(), initial, final, len(students)
+
+
+CARD_QUESTION = "Who are you? Tell me about yourself, your world and how you talk."
+
+
+def fit_card_prompt(lm, persona: Persona, start: torch.Tensor, norm, chat, *, steps: int, lr: float,
+                    max_tokens: int = 384, seed: int = 0) -> tuple[torch.Tensor, float, float]:
+    """K free vectors, from `start` (K, d), fitted so the LM reads `persona`'s card back from them.
+
+    The prompt is the soft-mode chat prompt (the vectors, the one-line system prompt, no card text) with
+    CARD_QUESTION as the user turn; the loss is the LM's cross-entropy on the card's own text (the system turn
+    the card would fill, first `max_tokens` tokens) as the reply. Every vector is kept at length `norm`.
+    Returns the fitted (K, d) float32 vectors and the card cross-entropy before and after.
+    """
+    from ..chat.prompt import fit_prompt
+    from ..embedding.encoders import card_text
+
+    k = start.shape[0]
+    history = conversation(persona.card, CARD_QUESTION, chat.user_name, with_greeting=False)
+    prompt = fit_prompt(lm.tokenizer, persona.card, history, chat.user_name, budget=1 << 20, soft_tokens=k,
+                        with_card=False).ids
+    target = lm.tokenizer(card_text(persona.card), add_special_tokens=False)["input_ids"][:max_tokens]
+    ids, mask, rows, cols = pack([(prompt, target)], pad_id(lm.tokenizer))  # (1, T) each
+    labels = torch.tensor(target, device=lm.device)
+    torch.manual_seed(seed)
+    vectors = torch.nn.Parameter(start.detach().clone().float().to(lm.device))  # (K, d)
+    norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
+    optimizer = torch.optim.Adam([vectors], lr=lr)
+
+    def card_loss() -> tuple[torch.Tensor, torch.Tensor]:
+        soft = vectors * (norm / vectors.norm(dim=-1, keepdim=True))  # (K, d)
+        logits = logits_at(lm.model, ids, mask, rows, cols, soft[None].to(lm.model.dtype))  # (N, V)
+        return F.cross_entropy(logits, labels), soft
+
+    with torch.enable_grad():
+        with torch.no_grad():
+            initial = card_loss()[0].item()
+        bar = tqdm(range(steps), desc=f"fitting {persona.slug} to its card", unit="step", dynamic_ncols=True)
+        for _ in bar:
+            loss, _ = card_loss()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        with torch.no_grad():
+            final, soft = card_loss()
+    return soft.detach(), initial, final.item()
