@@ -103,14 +103,11 @@ class TunedPrompts:
         self.fitted = {}
 
     def fit(self, persona):
-        import torch
-
         from agent.training.tune import fit_soft_prompt
 
-        with torch.enable_grad():
-            soft, before, after, _ = fit_soft_prompt(self.lm, persona, self.start(persona), self.norm, self.cfg,
-                                                     self.chat, self.work, steps=self.steps, lr=self.lr,
-                                                     examples=self.examples)
+        soft, before, after, _ = fit_soft_prompt(self.lm, persona, self.start(persona), self.norm, self.cfg,
+                                                 self.chat, self.work, steps=self.steps, lr=self.lr,
+                                                 examples=self.examples)
         print(f"  tuned {persona.slug}: loss {before:.3f} -> {after:.3f}", file=sys.stderr)
         self.fitted[persona.slug] = soft
 

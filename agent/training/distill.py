@@ -98,7 +98,7 @@ def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
 
 
 def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
-                        cols: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+              cols: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """The frozen LM on ids (S, T), row i with soft prompt soft[i] (soft: (S, K, d)); (N, V) float32 logits at
     (rows, cols). Only those positions go through the vocabulary projection (the LM body runs on every token).
     """

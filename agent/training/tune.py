@@ -118,11 +118,38 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
                                                steps=steps, lr=lr, examples=examples)
     path = Path(out) if out is not None else tuned_path(agent.home, persona.slug)
     save_tuned(path, tuned, {"persona": persona.slug, "lm": lm.source, "card": card_fingerprint(persona.card),
-                             "adapter": str(adapter_path),
-                             "student_mode": mode, "steps": str(steps), "examples": str(examples),
+                             "adapter": str(adapter_path), "student_mode": mode, "steps": str(steps),
+                             "examples": str(examples),
                              "initial_loss": f"{initial:.4f}", "final_loss": f"{final:.4f}"})
     return {"persona": persona.slug, "out": str(path), "steps": steps, "examples": n,
             "initial_loss": initial, "final_loss": final, "seconds": round(time.perf_counter() - began, 2)}
+
+
+def at_length(vectors: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """(K, d) vectors rescaled so each has L2 length `norm`."""
+    return vectors * (norm / vectors.norm(dim=-1, keepdim=True))
+
+
+def fit_vectors(start: torch.Tensor, norm, step_loss, *, steps: int, lr: float, seed: int, desc: str) -> torch.Tensor:
+    """Adam on K free vectors from `start` (K, d), each kept at length `norm`; returns them fitted, (K, d) float32.
+
+    step_loss(soft) -> scalar loss of one step, soft: (K, d) on start's device. Seeds torch first, so any
+    sampling step_loss does is reproducible.
+    """
+    torch.manual_seed(seed)
+    vectors = torch.nn.Parameter(start.detach().clone().float())  # (K, d)
+    norm = torch.as_tensor(norm, dtype=torch.float32, device=vectors.device)
+    optimizer = torch.optim.Adam([vectors], lr=lr)
+    with torch.enable_grad():
+        bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
+        for _ in bar:
+            loss = step_loss(at_length(vectors, norm))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    with torch.no_grad():
+        return at_length(vectors, norm).detach()
 
 
 def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainConfig, chat, work: Path, *,
@@ -138,29 +165,22 @@ def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainC
     teacher = precompute_teacher(lm, {persona.slug: persona}, drawn, (*files, persona.folder / "persona.yaml"),
                                  cfg, chat, work)
     students = student_examples(lm, {persona.slug: persona}, teacher, cfg, chat, start.shape[0])
-
-    torch.manual_seed(cfg.seed)
-    vectors = torch.nn.Parameter(start.detach().clone().float().to(lm.device))  # (K, d)
-    norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
-    optimizer = torch.optim.Adam([vectors], lr=lr)
     model, pad = lm.model, pad_id(lm.tokenizer)
+    start = start.float().to(lm.device)
+    norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
 
-    def soft_for(chunk) -> torch.Tensor:  # (B, K, d), each vector at length `norm`
-        return (vectors * (norm / vectors.norm(dim=-1, keepdim=True))).expand(len(chunk), -1, -1)
+    def replies_loss(soft: torch.Tensor) -> float:  # over every student example
+        return mean_loss(model, students, lambda chunk: soft.expand(len(chunk), -1, -1), cfg, pad=pad,
+                         batch_size=cfg.batch_size)
 
-    initial = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
-    bar = tqdm(range(steps), desc=f"tuning {persona.slug}", unit="step", dynamic_ncols=True)
-    for _ in bar:
+    def step_loss(soft: torch.Tensor) -> torch.Tensor:  # one random batch
         order = torch.randperm(len(students)).tolist()[:cfg.batch_size]
         batch = make_batch([students[i] for i in order], pad)
-        loss, _ = distill_loss(student_logits(model, batch, soft_for(order)), batch, cfg)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    final = mean_loss(model, students, soft_for, cfg, pad=pad, batch_size=cfg.batch_size)
-    with torch.no_grad():
-        return soft_for([0])[0].detach(), initial, final, len(students)
+        return distill_loss(student_logits(model, batch, soft.expand(len(order), -1, -1)), batch, cfg)[0]
+
+    initial = replies_loss(at_length(start, norm))
+    tuned = fit_vectors(start, norm, step_loss, steps=steps, lr=lr, seed=cfg.seed, desc=f"tuning {persona.slug}")
+    return tuned, initial, replies_loss(tuned), len(students)
 
 
 CARD_QUESTION = "Who are you? Tell me about yourself, your world and how you talk."
@@ -178,33 +198,22 @@ def fit_card_prompt(lm, persona: Persona, start: torch.Tensor, norm, chat, *, st
     from ..chat.prompt import fit_prompt
     from ..embedding.encoders import card_text
 
-    k = start.shape[0]
     history = conversation(persona.card, CARD_QUESTION, chat.user_name, with_greeting=False)
-    prompt = fit_prompt(lm.tokenizer, persona.card, history, chat.user_name, budget=1 << 20, soft_tokens=k,
-                        with_card=False).ids
+    prompt = fit_prompt(lm.tokenizer, persona.card, history, chat.user_name, budget=1 << 20,
+                        soft_tokens=start.shape[0], with_card=False).ids
     target = lm.tokenizer(card_text(persona.card), add_special_tokens=False)["input_ids"][:max_tokens]
     ids, mask, rows, cols = pack([(prompt, target)], pad_id(lm.tokenizer))  # (1, T) each
     labels = torch.tensor(target, device=lm.device)
-    torch.manual_seed(seed)
-    vectors = torch.nn.Parameter(start.detach().clone().float().to(lm.device))  # (K, d)
+    start = start.float().to(lm.device)
     norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
-    optimizer = torch.optim.Adam([vectors], lr=lr)
 
-    def card_loss() -> tuple[torch.Tensor, torch.Tensor]:
-        soft = vectors * (norm / vectors.norm(dim=-1, keepdim=True))  # (K, d)
+    def card_loss(soft: torch.Tensor) -> torch.Tensor:  # soft: (K, d)
         logits = logits_at(lm.model, ids, mask, rows, cols, soft[None].to(lm.model.dtype))  # (N, V)
-        return F.cross_entropy(logits, labels), soft
+        return F.cross_entropy(logits, labels)
 
-    with torch.enable_grad():
-        with torch.no_grad():
-            initial = card_loss()[0].item()
-        bar = tqdm(range(steps), desc=f"fitting {persona.slug} to its card", unit="step", dynamic_ncols=True)
-        for _ in bar:
-            loss, _ = card_loss()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        with torch.no_grad():
-            final, soft = card_loss()
-    return soft.detach(), initial, final.item()
+    with torch.no_grad():
+        initial = card_loss(at_length(start, norm)).item()
+    fitted = fit_vectors(start, norm, card_loss, steps=steps, lr=lr, seed=seed,
+                         desc=f"fitting {persona.slug} to its card")
+    with torch.no_grad():
+        return fitted, initial, card_loss(fitted).item()
