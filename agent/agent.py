@@ -199,7 +199,7 @@ class Agent:
 
     def soft_prompt(self, persona: Persona):
         """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None when conditioning is card."""
-        if self.config.embedding.conditioning == "card":
+        if not self.config.embedding.soft:
             return None
         with self._embedding_lock:
             if persona.slug not in self._soft:
@@ -229,6 +229,17 @@ class Agent:
     def persona(self, name_or_path: Optional[str] = None) -> Persona:
         return self.personas.get(name_or_path or self.config.chat.default_persona)
 
+    def shown(self, persona: Persona) -> Persona:
+        """`persona` as the LM reads it: with conditioning summary, its card cut to embedding.summary_tokens."""
+        if self.config.embedding.conditioning != "summary":
+            return persona
+        import dataclasses
+
+        from .persona.summary import summary_card
+
+        card = summary_card(persona.card, self.lm.tokenizer, self.config.embedding.summary_tokens)
+        return dataclasses.replace(persona, card=card)
+
     def open_session(self, persona: Optional[str] = None, *, resume: bool = False, channel: Optional[str] = None,
                      user_name: Optional[str] = None, session_id: Optional[int] = None, save: bool = True):
         """A `ChatSession` with `persona`: a new one (greeted), or with `resume` the latest of that persona/channel.
@@ -251,10 +262,10 @@ class Agent:
             if session_id is None:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
         soft = self.soft_prompt(chosen)
-        return ChatSession(persona=chosen, session_id=session_id, lm=self.lm, store=store,
+        return ChatSession(persona=self.shown(chosen), session_id=session_id, lm=self.lm, store=store,
                            chat=self.config.chat, user_name=user, soft=soft,
                            decoder=self.chat_backend.new_decoder(soft),
-                           with_card=self.config.embedding.conditioning != "soft", prefixes=self.prefixes,
+                           with_card=self.config.embedding.card_text, prefixes=self.prefixes,
                            context=self.session_context(chosen, session_id, user, store=store, saved=save))
 
     def attach_lore(self, session, name: str) -> None:
@@ -293,14 +304,14 @@ class Agent:
             history.append(Message("user", message))
         lm = self.lm
         budget = min(self.config.chat.context_tokens, lm.context_length) - self.config.chat.max_new_tokens
-        soft = self.soft_prompt(chosen)
+        soft, shown = self.soft_prompt(chosen), self.shown(chosen)
         context = self.session_context(chosen, sid or 0, user, store=self.history if sid is not None else UnsavedHistory(),
                                        saved=sid is not None)
 
         def fit(ctx, kept_from=1):
-            return fit_prompt(lm.tokenizer, chosen.card, history, user, budget=budget, kept_from=kept_from,
+            return fit_prompt(lm.tokenizer, shown.card, history, user, budget=budget, kept_from=kept_from,
                               soft_tokens=0 if soft is None else soft.shape[0],
-                              with_card=self.config.embedding.conditioning != "soft", context=ctx)
+                              with_card=self.config.embedding.card_text, context=ctx)
 
         first_fit = fit(context.build(history, 1, archive=False, recall=False))
         prompt = fit(context.build(history, first_fit.kept_from, archive=False), first_fit.kept_from)

@@ -138,7 +138,7 @@ def evaluate_command(json_path: Annotated[Optional[Path], typer.Option("--json",
                      eval_set: Annotated[Optional[list[str]], typer.Option("--eval-set", "-E", help="Override an eval option: -E personas=4 -E modes=card,none")] = None,
                      quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
                      config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
-    """Score card, soft, soft+card and weighted conditioning on the held-out personas and turns."""
+    """Score card, summary, soft, soft+card and weighted conditioning on the held-out personas and turns."""
     from .evaluation.config import load_eval_config
     from .evaluation.run import evaluate, format_table, plot, save_json
 

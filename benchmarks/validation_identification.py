@@ -12,6 +12,13 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
   card            the card text (no example dialogue)
   tfidfK          the name plus K soft slots holding the real token embeddings of the card's K most
                   distinctive tokens (tf-idf over all train cards): a training-free keyword prompt
+  leadN           the name plus the first N tokens of the card's fields (description on) as soft slots
+  extractN        the name plus an extractive summary of at most N tokens: the card's sentences with the
+                  highest tf-idf density, in card order (training-free text compression)
+  styleN          the name plus who the persona is and how it talks, at most N tokens: the description's
+                  first sentence, then the personality's sentences, then more description, while they fit
+  summaryN        conditioning summary: the card cut to N tokens (agent/persona/summary.py) as text in the
+                  system turn, no soft prompt
   adapter:PATH    the name plus the soft prompt of a trained attention or weighted adapter
   reconN          the name plus K (--tune-k, 8) free vectors started at tfidfK and fitted for N steps so
                   the LM, given them and the question "who are you?", says the card's text (per-persona
@@ -20,13 +27,14 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
                   persona's own teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the
                   card without its example dialogue, as `card` does)
                   reconN and tunedN show what K soft vectors can carry at all, adapter aside.
-Table to stdout, progress to stderr.
+Table (with each mode's mean prompt tokens, as personae eval counts them) to stdout, progress to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -89,6 +97,66 @@ class TfIdfPrompt:
         return self.table[self.words(persona)]  # (K, d)
 
 
+class LeadPrompt(TfIdfPrompt):
+    """persona -> (N, d) real token embeddings of the first N tokens of the card's own fields (description
+    on), in order: the card cut to N tokens, read as soft slots."""
+
+    def body(self, card) -> str:
+        from agent.chat.prompt import DEFAULT_SYSTEM_PROMPT
+        from agent.persona.macros import substitute
+
+        head = substitute(DEFAULT_SYSTEM_PROMPT, char=card.name, user="User")
+        text = self.card_text(card)
+        return text[len(head):].strip() if text.startswith(head) else text
+
+    def ids_of(self, persona) -> list[int]:
+        return self.lm.tokenizer(self.body(persona.card), add_special_tokens=False)["input_ids"][:self.k]
+
+    def words(self, persona) -> list[int]:
+        return self.ids_of(persona)
+
+
+class ExtractPrompt(LeadPrompt):
+    """persona -> (<= N, d) token embeddings of the card's most distinctive sentences (tf-idf per token, best
+    sentences first while they fit in N tokens), kept in card order: an extractive summary."""
+
+    def ids_of(self, persona) -> list[int]:
+        text = re.sub(r"(?<!\n)\n(?!\n)", " ", self.body(persona.card))  # hard-wrapped lines joined
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+        tok = [self.lm.tokenizer(" " + s.strip(), add_special_tokens=False)["input_ids"] for s in sentences]
+
+        def idf(t: int) -> float:
+            return math.log(self.n / (1 + self.df[t])) if len(self.lm.tokenizer.decode([t]).strip()) >= 3 else 0.0
+        score = [sum(map(idf, ids)) / max(1, len(ids)) ** 0.5 for ids in tok]
+        chosen, used = set(), 0
+        for i in sorted(range(len(tok)), key=lambda i: -score[i]):
+            if used + len(tok[i]) <= self.k:
+                chosen.add(i)
+                used += len(tok[i])
+        return [t for i in sorted(chosen) for t in tok[i]]
+
+
+class StylePrompt(LeadPrompt):
+    """persona -> (<= N, d) token embeddings of who the persona is and how it talks: the description's first
+    sentence, then the personality field's sentences, then the rest of the description, while they fit."""
+
+    def ids_of(self, persona) -> list[int]:
+        card = persona.card
+
+        def sentences(text: str) -> list[str]:
+            from agent.persona.macros import substitute
+            text = re.sub(r"\s+", " ", substitute(text, char=card.name, user="User")).strip()
+            return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+        desc = sentences(card.description)
+        order = desc[:1] + sentences(card.personality) + desc[1:]
+        out = []
+        for sentence in order:
+            ids = self.lm.tokenizer((" " if out else "") + sentence, add_special_tokens=False)["input_ids"]
+            if len(out) + len(ids) <= self.k:
+                out += ids
+        return out
+
+
 class TunedPrompts:
     """persona -> (K, d) vectors fitted per persona by distillation from its card (cached per slug)."""
 
@@ -148,9 +216,10 @@ def main() -> int:
     from agent.evaluation.conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
     from agent.evaluation.metrics import identification
     from agent.persona.store import load_persona
+    from agent.persona.summary import summary_card
 
     for mode in args.modes:
-        known = mode in ("name", "card") or re.fullmatch(r"(tfidf|tuned|recon)\d+", mode)
+        known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode)
         if not (known or mode.startswith("adapter:")):
             parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK, adapter:PATH, tunedN or reconN")
         if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
@@ -167,8 +236,15 @@ def main() -> int:
         began = time.perf_counter()
         if mode in ("name", "card"):
             conditioning = Conditioning(mode, MODES[mode])
-        elif mode.startswith("tfidf"):
-            prompt = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], int(mode[5:]))
+        elif mode.startswith("summary"):
+            conditioning = Conditioning(mode, MODES["summary"], summarise=functools.partial(
+                summary_card, tokenizer=lm.tokenizer, max_tokens=int(mode[7:])))
+            for p in personas:
+                print(f"  {mode} {p.slug}: {conditioning.card(p).description!r}", file=sys.stderr)
+        elif mode.startswith(("tfidf", "lead", "extract", "style")):
+            kind = {"tfidf": TfIdfPrompt, "lead": LeadPrompt, "extract": ExtractPrompt, "style": StylePrompt}[re.match(r"[a-z]+", mode)[0]]
+            prompt = kind(lm, [load_persona(args.data / "personas" / s).card for s in train],
+                          int(re.search(r"\d+", mode)[0]))
             for p in personas:
                 print(f"  {mode} {p.slug}: {lm.tokenizer.decode(prompt.words(p))!r}", file=sys.stderr)
             conditioning = Conditioning(mode, MODES["soft"], prompt)
@@ -185,11 +261,12 @@ def main() -> int:
             conditioning = Conditioning(mode, MODES["soft"], soft)
         with torch.inference_mode():
             result = identification(lm, conditioning, personas, refs, user=user, progress=True)
-        rows.append((mode, result["identification_accuracy"], result["lines"], time.perf_counter() - began))
-        print(f"  {mode}: {rows[-1][1]:.3f} ({rows[-1][3]:.0f} s)", file=sys.stderr)
-    print(f"{'mode':<40} {'ident':>6} {'lines':>6} {'seconds':>8}")
-    for mode, acc, lines, seconds in rows:
-        print(f"{mode:<40} {acc:>6.3f} {lines:>6} {seconds:>8.0f}")
+        tokens = sum(conditioning.prompt_tokens(lm.tokenizer, p, user) for p in personas) / len(personas)
+        rows.append((mode, result["identification_accuracy"], result["lines"], tokens, time.perf_counter() - began))
+        print(f"  {mode}: {rows[-1][1]:.3f} ({rows[-1][-1]:.0f} s)", file=sys.stderr)
+    print(f"{'mode':<40} {'ident':>6} {'lines':>6} {'prompt tokens':>14} {'seconds':>8}")
+    for mode, acc, lines, tokens, seconds in rows:
+        print(f"{mode:<40} {acc:>6.3f} {lines:>6} {tokens:>14.1f} {seconds:>8.0f}")
     return 0
 
 

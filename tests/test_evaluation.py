@@ -74,7 +74,7 @@ def setup(tmp_path, tiny_llama):
                     p.fill_(1.0)
         paths[kind] = save_adapter(tmp_path / f"{kind}.safetensors", fusion)
     config = EvalConfig(data_dir=str(write_data(tmp_path / "data")), adapter=str(paths["attention"]),
-                        weighted_adapter=str(paths["weighted"]), modes=("card", "soft", "soft+card", "weighted", "none"),
+                        weighted_adapter=str(paths["weighted"]), modes=("card", "summary", "soft", "soft+card", "weighted", "none"),
                         n_turns=2, reply_tokens=6, drift_turns=6, drift_context_tokens=400, drift_personas=2,
                         break_turns=2)
     return agent, config
@@ -97,6 +97,8 @@ def test_the_json_has_every_metric_for_every_mode_in_range(setup, tmp_path):
     assert min(card["drift"]["messages_dropped_at_last_turn"].values()) > 0  # the small window pressed
     assert none["identification_accuracy"] == pytest.approx(1 / 3)  # identical prompts: every candidate ties
     assert soft["prompt_tokens"] < card["prompt_tokens"] < results["modes"]["soft+card"]["prompt_tokens"]
+    assert results["modes"]["summary"]["prompt_tokens"] < card["prompt_tokens"]  # the card cut to 40 tokens
+    assert results["config"]["summary_tokens"] == 40
     # the tiny personas have card text but no voice sample: audio is skipped, text is ablated
     assert "skipped" in results["ablation"]["dropped"]["audio"]
     assert 0 <= results["ablation"]["dropped"]["text"]["identification_accuracy"] <= 1

@@ -1,4 +1,4 @@
-"""Conditioning modes: how a persona reaches the LM (card text, soft prompt, both, or nothing) during evaluation.
+"""Conditioning modes: how a persona reaches the LM (card text, its summary, soft prompt, both, or nothing) in evaluation.
 
 A `Conditioning` gives, for each persona, the card its prompt is built from (with the card text, or only
 the one-line default system prompt) and its (K, d_lm) soft prompt; the metrics render prompts through
@@ -27,6 +27,7 @@ class Mode:
     fusion: str  # "" no soft prompt | "attention": EvalConfig.adapter | "weighted": EvalConfig.weighted_adapter
     named: bool  # False: {{char}} becomes NEUTRAL_NAME, so not even the name tells personas apart
     about: str  # one line for the table and the JSON
+    summary: bool = False  # the card text is the card cut to embedding.summary_tokens (agent/persona/summary.py)
 
 
 # Without card text the system turn is the chat path's one-line DEFAULT_SYSTEM_PROMPT ("You are {{char}}. ...")
@@ -37,6 +38,8 @@ MODES = {
     "none": Mode(False, "", False, "no conditioning: the one-line system prompt with a neutral name"),
     "name": Mode(False, "", True, "the one-line system prompt with the character's name, nothing else"),
     "card": Mode(True, "", True, "the card text in the system turn (the chat default)"),
+    "summary": Mode(True, "", True, "the card cut to its first embedding.summary_tokens tokens, no soft prompt",
+                    summary=True),
     "soft": Mode(False, "attention", True, "K soft vectors from the attention adapter, no card text"),
     "soft+card": Mode(True, "attention", True, "K soft vectors from the attention adapter and the card text"),
     "weighted": Mode(False, "weighted", True, "K soft vectors from the weighted-fusion baseline, no card text"),
@@ -99,13 +102,17 @@ class SoftPrompts:
 class Conditioning:
     """One mode applied to personas. `drop` masks modalities out of the soft prompt (the ablation)."""
 
-    def __init__(self, name: str, mode: Mode, soft_prompts: Optional[SoftPrompts] = None, drop: Sequence[str] = ()):
+    def __init__(self, name: str, mode: Mode, soft_prompts: Optional[SoftPrompts] = None, drop: Sequence[str] = (),
+                 summarise: Optional[Callable[[CharacterCard], CharacterCard]] = None):
         if mode.fusion and soft_prompts is None:
             raise ValueError(f"mode {name!r} needs soft prompts from a {mode.fusion} adapter")
+        if mode.summary and summarise is None:
+            raise ValueError(f"mode {name!r} needs the card summary (summarise=)")
         if drop and not mode.fusion:
             raise ValueError(f"mode {name!r} has no soft prompt to drop modalities from")
         self.name, self.mode, self.drop = name, mode, tuple(drop)
         self.soft_prompts = soft_prompts if mode.fusion else None
+        self.summarise = summarise if mode.summary else None
 
     @property
     def with_card(self) -> bool:
@@ -114,6 +121,8 @@ class Conditioning:
     def card(self, persona: Persona) -> CharacterCard:
         """The card the prompt is built from: the persona's own, or one with no text beyond the name."""
         card = persona.card
+        if self.summarise is not None:
+            card = self.summarise(card)
         if not self.mode.card_text:
             card = dataclasses.replace(card, post_history_instructions="")
         if not self.mode.named:

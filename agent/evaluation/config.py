@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-MODE_NAMES = ("none", "name", "card", "soft", "soft+card", "weighted", "weighted+card")  # conditioning.MODES (a test keeps them equal)
-DEFAULT_MODES = ("card", "soft", "soft+card", "weighted", "none", "name")  # name: what the name alone is worth
+MODE_NAMES = ("none", "name", "card", "summary", "soft", "soft+card", "weighted", "weighted+card")  # conditioning.MODES (a test keeps them equal)
+DEFAULT_MODES = ("card", "summary", "soft", "soft+card", "weighted", "none", "name")  # name: what the name alone is worth
 
 
 @dataclass(frozen=True)

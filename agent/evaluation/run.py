@@ -50,6 +50,7 @@ def _adapters(agent, config: EvalConfig, notes: list[str]) -> dict[str, Optional
 def build_conditionings(agent, config: EvalConfig, notes: list[str]) -> dict[str, Conditioning]:
     """mode name -> Conditioning for every mode of config.modes that can run (the others get a note)."""
     from ..embedding.fusion import load_adapter
+    from ..persona.summary import summary_card
 
     adapters = _adapters(agent, config, notes)
     modalities = PersonaModalities(agent)
@@ -61,12 +62,17 @@ def build_conditionings(agent, config: EvalConfig, notes: list[str]) -> dict[str
         if adapter.config.type != fusion:
             notes.append(f"the {fusion} modes read {path.name}, a {adapter.config.type} adapter")
         soft_prompts[fusion] = SoftPrompts(adapter, modalities, device=agent.lm.device, dtype=agent.lm.model.dtype)
+    tokens = agent.config.embedding.summary_tokens
+
+    def summarise(card):
+        return summary_card(card, agent.lm.tokenizer, tokens)
+
     out = {}
     for name in config.modes:
         mode = MODES[name]
         if mode.fusion and mode.fusion not in soft_prompts:
             continue
-        out[name] = Conditioning(name, mode, soft_prompts.get(mode.fusion))
+        out[name] = Conditioning(name, mode, soft_prompts.get(mode.fusion), summarise=summarise if mode.summary else None)
     return out
 
 
@@ -206,7 +212,7 @@ def evaluate(agent, config: EvalConfig = EvalConfig(), *, progress: bool = True,
     dropped = _ablation_results(lm, ablation, data, fid, user=chat.user_name, clock=clock, progress=progress)
     return {
         "config": {**dataclasses.asdict(config), "lm": lm.source, "user": chat.user_name, "teacher": TEACHER,
-                   "modes_run": list(conditionings)},
+                   "summary_tokens": agent.config.embedding.summary_tokens, "modes_run": list(conditionings)},
         "held_out": {"personas": [p.slug for p in data.personas], "user_turns": len(data.turns),
                      "adversarial_turns": len(data.adversarial),
                      "reference_lines": sum(len(v) for v in data.references.values())},
