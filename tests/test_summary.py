@@ -52,6 +52,20 @@ def test_a_short_card_is_kept_whole_and_a_cut_prefers_a_sentence_end(tiny_llama)
     assert not cut.endswith(".") and first_two.startswith(cut)
 
 
+def test_text_without_spaces_is_cut_at_a_whole_character_and_never_inside_a_macro(tiny_llama):
+    tok = tiny_llama.tokenizer
+    card = CharacterCard(name="李白", description="李白是唐代的诗人，住在长安。他和{{user}}喜欢喝酒，也喜欢月亮。"
+                                                   "他说话很有诗意，常常引用自己的诗句来回答问题。")
+    seen = set()
+    for budget in range(8, 80, 3):
+        text = summary_text(card, tok, budget)
+        assert text and card.description.startswith(text) and n_tokens(tok, text) <= budget, budget
+        assert "\ufffd" not in text and text.count("{{") == text.count("}}"), budget
+        seen.add(text)
+    assert "李白是唐代的诗人，住在长安。" in seen  # a CJK sentence end is a place to cut
+    assert len(seen) > 5
+
+
 def test_a_budget_below_one_token_is_refused(tiny_llama):
     with pytest.raises(ValueError, match="summary_tokens"):
         summary_text(GULL, tiny_llama.tokenizer, 0)

@@ -3,7 +3,8 @@
 `conditioning: summary` shows the LM this instead of the whole card, to save context. The card's fields
 (description, then personality, then scenario) are read in order, whitespace collapsed, and cut to at
 most `max_tokens` tokens of the chat LM's tokenizer, at the last sentence end that keeps at least half of
-the budget, else at the last word. Cards usually open with who, where and when the character is, which
+the budget, else at the last word there (text without spaces, as in Chinese or Japanese, at the last
+whole character). Cards usually open with who, where and when the character is, which
 is what tells characters apart most (docs/persona_embedding.md, run 8). Macros ({{char}}, {{user}}) stay
 as they are, so the prompt resolves them per chat; a cut never falls inside one.
 """
@@ -14,7 +15,7 @@ import re
 
 from .card import CharacterCard
 
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|[。！？][」』）\"']*")  # Latin ends need a space after; CJK ones don't
 
 
 def summary_text(card: CharacterCard, tokenizer, max_tokens: int) -> str:
@@ -29,15 +30,26 @@ def summary_text(card: CharacterCard, tokenizer, max_tokens: int) -> str:
 
     if length(text) <= max_tokens:
         return text
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-    head = tokenizer.decode(ids)
-    head = text[:len(head)] if text.startswith(head) else head  # decode may normalise; keep the card's own characters
+    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+    head = text[:len(head)] if text.startswith(head) else head.replace("\ufffd", "")  # a split character goes
+    cut = _cut(head, at_word=True)
+    while cut and length(cut) > max_tokens:  # re-tokenising a prefix can cost a token more
+        cut = _cut(cut[:-1], at_word=False)
+    return cut
+
+
+def _cut(head: str, *, at_word: bool) -> str:
+    """`head` cut at its last sentence end in its second half, else (at_word) at its last space in its second half,
+    else as it is; never inside a {{macro}}."""
     ends = [m.end() for m in _SENTENCE_END.finditer(head + " ")]
-    cut = ends[-1] if ends and ends[-1] >= len(head) // 2 else max(head.rfind(" "), 0)
-    cut_text = head[:cut].rstrip()
-    while cut_text and length(cut_text) > max_tokens:  # re-tokenising a prefix can cost a token more
-        cut_text = cut_text[:max(cut_text.rfind(" "), 0)].rstrip()
-    return cut_text
+    if ends and ends[-1] >= len(head) // 2:
+        head = head[:ends[-1]]
+    elif at_word and head.rfind(" ") >= len(head) // 2:
+        head = head[:head.rfind(" ")]
+    opened = head.rfind("{{")
+    if opened > head.rfind("}}"):
+        head = head[:opened]
+    return head.rstrip()
 
 
 def summary_card(card: CharacterCard, tokenizer, max_tokens: int) -> CharacterCard:
