@@ -27,6 +27,9 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
                   persona's own teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the
                   card without its example dialogue, as `card` does)
                   reconN and tunedN show what K soft vectors can carry at all, adapter aside.
+  sum+MODE        MODE's soft slots (tfidfK, leadN, tunedN, adapter:PATH, ...) with the card's summary
+                  (--summary-tokens, 40) as the system turn's card text; sum+tunedN fits the vectors with the
+                  summary in the student's prompt (the teacher still reads the card)
 Table (with each mode's mean prompt tokens, as personae eval counts them) to stdout, progress to stderr.
 """
 from __future__ import annotations
@@ -160,22 +163,23 @@ class StylePrompt(LeadPrompt):
 class TunedPrompts:
     """persona -> (K, d) vectors fitted per persona by distillation from its card (cached per slug)."""
 
-    def __init__(self, lm, chat, start, steps: int, examples: int, lr: float, work: Path, data: Path):
+    def __init__(self, lm, chat, start, steps: int, examples: int, lr: float, work: Path, data: Path,
+                 student_mode: str = "soft"):
         from agent.embedding.fusion import embedding_norm
         from agent.training.config import TrainConfig
 
         self.lm, self.chat, self.start, self.work = lm, chat, start, work
         self.steps, self.examples, self.lr = steps, examples, lr
         self.norm = embedding_norm(lm.model)
-        self.cfg = TrainConfig(student_mode="soft", data_dir=str(data))
+        self.cfg = TrainConfig(student_mode=student_mode, data_dir=str(data))
         self.fitted = {}
 
-    def fit(self, persona):
+    def fit(self, persona, shown=None):
         from agent.training.tune import fit_soft_prompt
 
         soft, before, after, _ = fit_soft_prompt(self.lm, persona, self.start(persona), self.norm, self.cfg,
                                                  self.chat, self.work, steps=self.steps, lr=self.lr,
-                                                 examples=self.examples)
+                                                 examples=self.examples, shown=shown)
         print(f"  tuned {persona.slug}: loss {before:.3f} -> {after:.3f}", file=sys.stderr)
         self.fitted[persona.slug] = soft
 
@@ -198,11 +202,13 @@ class ReconPrompts(TunedPrompts):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modes", nargs="+", help="name | card | tfidfK | adapter:PATH | tunedN | reconN")
+    parser.add_argument("modes", nargs="+", help="name | card | summaryN | tfidfK | leadN | extractN | styleN | "
+                                                 "adapter:PATH | tunedN | reconN | sum+MODE")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune-examples", type=int, default=8, help="teacher replies per persona for tunedN")
     parser.add_argument("--tune-k", type=int, default=8, help="soft vectors for tunedN / reconN (started at tfidfK)")
+    parser.add_argument("--summary-tokens", type=int, default=40, help="summary budget of the sum+ modes")
     parser.add_argument("--tune-lr", type=float, default=3e-3, help="Adam learning rate for tunedN / reconN")
     parser.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for personae (e.g. encoder.text_layer=0 for a select adapter)")
@@ -213,15 +219,16 @@ def main() -> int:
     from agent.agent import Agent
     from agent.config import load_config
     from agent.embedding.fusion import load_adapter
-    from agent.evaluation.conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
+    from agent.evaluation.conditioning import MODES, Conditioning, Mode, PersonaModalities, SoftPrompts
     from agent.evaluation.metrics import identification
     from agent.persona.store import load_persona
     from agent.persona.summary import summary_card
 
-    for mode in args.modes:
+    for mode in (m.removeprefix("sum+") for m in args.modes):
         known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode)
         if not (known or mode.startswith("adapter:")):
-            parser.error(f"unknown mode {mode!r}: choose name, card, tfidfK, adapter:PATH, tunedN or reconN")
+            parser.error(f"unknown mode {mode!r}: choose name, card, summaryN, tfidfK, leadN, extractN, styleN, "
+                         f"adapter:PATH, tunedN or reconN (the soft ones also as sum+MODE)")
         if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
             parser.error(f"adapter file {mode[8:]} does not exist")
     config = load_config(None, [f"lm.threads={args.threads}", *args.set])
@@ -232,8 +239,13 @@ def main() -> int:
           f"{1 / len(personas):.3f}", file=sys.stderr)
     modalities = PersonaModalities(agent)
     rows = []
+    summarise = functools.partial(summary_card, tokenizer=lm.tokenizer, max_tokens=args.summary_tokens)
+    on_summary = Mode(True, "attention", True, "soft slots and the card's summary", summary=True)
     for mode in args.modes:
         began = time.perf_counter()
+        with_summary = mode.startswith("sum+")
+        label, mode = mode, mode.removeprefix("sum+")
+        soft_mode = on_summary if with_summary else MODES["soft"]
         if mode in ("name", "card"):
             conditioning = Conditioning(mode, MODES[mode])
         elif mode.startswith("summary"):
@@ -247,23 +259,27 @@ def main() -> int:
                           int(re.search(r"\d+", mode)[0]))
             for p in personas:
                 print(f"  {mode} {p.slug}: {lm.tokenizer.decode(prompt.words(p))!r}", file=sys.stderr)
-            conditioning = Conditioning(mode, MODES["soft"], prompt)
+            conditioning = Conditioning(label, soft_mode, prompt, summarise=summarise)
         elif mode.startswith(("tuned", "recon")):
             start = TfIdfPrompt(lm, [load_persona(args.data / "personas" / s).card for s in train], args.tune_k)
             kind = TunedPrompts if mode.startswith("tuned") else ReconPrompts
             prompt = kind(lm, config.chat, start, int(mode[5:]), args.tune_examples, args.tune_lr,
-                          agent.home.cache_dir("validation-teacher"), args.data)
+                          agent.home.cache_dir("validation-teacher"), args.data,
+                          student_mode="soft+card" if with_summary else "soft")
             for p in personas:
-                prompt.fit(p)
-            conditioning = Conditioning(mode, MODES["soft"], prompt)
+                if with_summary:  # the student reads the summary, the teacher the card
+                    prompt.fit(p, shown=dataclasses.replace(p, card=summarise(p.card)))
+                else:
+                    prompt.fit(p)
+            conditioning = Conditioning(label, soft_mode, prompt, summarise=summarise)
         else:
             soft = SoftPrompts(load_adapter(Path(mode[8:])), modalities, device=lm.device, dtype=lm.model.dtype)
-            conditioning = Conditioning(mode, MODES["soft"], soft)
+            conditioning = Conditioning(label, soft_mode, soft, summarise=summarise)
         with torch.inference_mode():
             result = identification(lm, conditioning, personas, refs, user=user, progress=True)
         tokens = sum(conditioning.prompt_tokens(lm.tokenizer, p, user) for p in personas) / len(personas)
-        rows.append((mode, result["identification_accuracy"], result["lines"], tokens, time.perf_counter() - began))
-        print(f"  {mode}: {rows[-1][1]:.3f} ({rows[-1][-1]:.0f} s)", file=sys.stderr)
+        rows.append((label, result["identification_accuracy"], result["lines"], tokens, time.perf_counter() - began))
+        print(f"  {label}: {rows[-1][1]:.3f} ({rows[-1][-1]:.0f} s)", file=sys.stderr)
     print(f"{'mode':<40} {'ident':>6} {'lines':>6} {'prompt tokens':>14} {'seconds':>8}")
     for mode, acc, lines, tokens, seconds in rows:
         print(f"{mode:<40} {acc:>6.3f} {lines:>6} {tokens:>14.1f} {seconds:>8.0f}")

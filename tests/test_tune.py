@@ -96,3 +96,30 @@ def test_fitting_vectors_to_the_card_lowers_its_loss_and_keeps_their_length(tmp_
         assert soft.shape == (4, 64) and torch.allclose(soft.norm(dim=-1), torch.full((4,), norm), rtol=1e-4)
         fitted[slug] = soft
     assert not torch.allclose(fitted["mara"], fitted["hale"], atol=1e-3)  # each fits its own card
+
+
+def test_the_student_can_read_another_card_than_the_teacher(tmp_path, tiny_llama):
+    """fit_soft_prompt(shown=...): the teacher reads the persona's card, the student (soft+card) the shown one."""
+    import dataclasses
+
+    from agent.persona.store import load_persona
+    from agent.persona.summary import summary_card
+    from agent.training.tune import fit_soft_prompt
+
+    data = write_dataset(tmp_path / "data")
+    chat = load_config(TINY_CONFIG).chat
+    cfg = TrainConfig(data_dir=str(data), reply_tokens=8, top_k=8, batch_size=3, work_dir=str(tmp_path / "work"),
+                      student_mode="soft+card")
+    hale = load_persona(data / "personas" / "hale")
+    short = dataclasses.replace(hale, card=summary_card(hale.card, tiny_llama.tokenizer, 6))
+    assert short.card.description != hale.card.description
+    torch.manual_seed(0)
+    start, norm = torch.randn(4, 64), embedding_norm(tiny_llama.model)
+    runs = {}
+    for name, shown in (("card", None), ("summary", short)):
+        _, before, _, n = fit_soft_prompt(tiny_llama, hale, start, norm, cfg, chat, tmp_path / "work", steps=1,
+                                          lr=1e-3, examples=3, shown=shown)
+        runs[name] = before
+    # same teacher replies (cached once), other student prompts: the loss before fitting differs
+    assert len(list((tmp_path / "work").rglob("*.safetensors"))) >= 1
+    assert runs["card"] != pytest.approx(runs["summary"], abs=1e-6)

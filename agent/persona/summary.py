@@ -32,19 +32,19 @@ def summary_text(card: CharacterCard, tokenizer, max_tokens: int) -> str:
         return text
     head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
     head = text[:len(head)] if text.startswith(head) else head.replace("\ufffd", "")  # a split character goes
-    cut = _cut(head, at_word=True)
+    cut = _cut(head)
     while cut and length(cut) > max_tokens:  # re-tokenising a prefix can cost a token more
-        cut = _cut(cut[:-1], at_word=False)
+        cut = _cut(cut[:-1])
     return cut
 
 
-def _cut(head: str, *, at_word: bool) -> str:
-    """`head` cut at its last sentence end in its second half, else (at_word) at its last space in its second half,
-    else as it is; never inside a {{macro}}."""
+def _cut(head: str) -> str:
+    """`head` cut at its last sentence end in its second half, else at its last space in its second half, else
+    as it is (text without spaces); never inside a {{macro}}."""
     ends = [m.end() for m in _SENTENCE_END.finditer(head + " ")]
     if ends and ends[-1] >= len(head) // 2:
         head = head[:ends[-1]]
-    elif at_word and head.rfind(" ") >= len(head) // 2:
+    elif head.rfind(" ") >= len(head) // 2:
         head = head[:head.rfind(" ")]
     opened = head.rfind("{{")
     if opened > head.rfind("}}"):

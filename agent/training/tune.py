@@ -153,18 +153,20 @@ def fit_vectors(start: torch.Tensor, norm, step_loss, *, steps: int, lr: float, 
 
 
 def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainConfig, chat, work: Path, *,
-                    steps: int, lr: float, examples: int) -> tuple[torch.Tensor, float, float, int]:
+                    steps: int, lr: float, examples: int,
+                    shown: Optional[Persona] = None) -> tuple[torch.Tensor, float, float, int]:
     """K free vectors, from `start` (K, d), fitted by context distillation to `persona`'s own teacher replies.
 
     The teacher (the LM with `persona`'s card) answers `examples` train user turns, cached in `work`; the
-    student sees the vectors in cfg.student_mode. Every vector is kept at length `norm`. Returns the fitted
+    student sees the vectors in cfg.student_mode, with the card of `shown` (default: `persona`; e.g. its
+    summary card, with student_mode soft+card). Every vector is kept at length `norm`. Returns the fitted
     (K, d) float32 vectors, the loss before and after over those replies, and the number of student examples.
     """
     turns, files = load_train_turns(cfg.data_dir)
     drawn = draw_turns(persona.slug, turns, examples, cfg.seed)
     teacher = precompute_teacher(lm, {persona.slug: persona}, drawn, (*files, persona.folder / "persona.yaml"),
                                  cfg, chat, work)
-    students = student_examples(lm, {persona.slug: persona}, teacher, cfg, chat, start.shape[0])
+    students = student_examples(lm, {persona.slug: shown or persona}, teacher, cfg, chat, start.shape[0])
     model, pad = lm.model, pad_id(lm.tokenizer)
     start = start.float().to(lm.device)
     norm = torch.as_tensor(norm, dtype=torch.float32, device=lm.device)
