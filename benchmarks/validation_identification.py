@@ -106,9 +106,10 @@ class LeadPrompt(TfIdfPrompt):
 
     def body(self, card) -> str:
         from agent.chat.prompt import DEFAULT_SYSTEM_PROMPT
+        from agent.embedding.encoders import TEXT_USER
         from agent.persona.macros import substitute
 
-        head = substitute(DEFAULT_SYSTEM_PROMPT, char=card.name, user="User")
+        head = substitute(DEFAULT_SYSTEM_PROMPT, char=card.name, user=TEXT_USER)
         text = self.card_text(card)
         return text[len(head):].strip() if text.startswith(head) else text
 
@@ -224,7 +225,10 @@ def main() -> int:
     from agent.persona.store import load_persona
     from agent.persona.summary import summary_card
 
-    for mode in (m.removeprefix("sum+") for m in args.modes):
+    for given in args.modes:
+        mode = given.removeprefix("sum+")
+        if mode != given and (mode in ("name", "card") or mode.startswith("summary")):
+            parser.error(f"{given!r}: sum+ goes only before a mode with soft slots")
         known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode)
         if not (known or mode.startswith("adapter:")):
             parser.error(f"unknown mode {mode!r}: choose name, card, summaryN, tfidfK, leadN, extractN, styleN, "
