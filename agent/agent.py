@@ -198,7 +198,7 @@ class Agent:
         return adapter, encoder
 
     def soft_prompt(self, persona: Persona):
-        """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None when conditioning is card."""
+        """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None for card and summary."""
         if not self.config.embedding.soft:
             return None
         with self._embedding_lock:

@@ -123,3 +123,13 @@ def test_the_student_can_read_another_card_than_the_teacher(tmp_path, tiny_llama
     # same teacher replies (cached once), other student prompts: the loss before fitting differs
     assert len(list((tmp_path / "work").rglob("*.safetensors"))) >= 1
     assert runs["card"] != pytest.approx(runs["summary"], abs=1e-6)
+
+
+def test_tuning_with_summary_conditioning_fits_in_the_training_student_mode(tmp_path, tiny_llama, adapter_config):
+    config, _ = adapter_config
+    config = load_config(TINY_CONFIG, [f"embedding.adapter={config.embedding.adapter}", "embedding.conditioning=summary"])
+    data = write_dataset(tmp_path / "data")
+    cfg = TrainConfig(data_dir=str(data), reply_tokens=8, top_k=8, batch_size=3, work_dir=str(tmp_path / "work"))
+    summary = tune(config, str(data / "personas" / "hale"), home=tmp_path / "home", steps=1, lr=1e-3, examples=3,
+                   train_cfg=cfg, lm=tiny_llama)
+    assert load_tuned(summary["out"]).metadata["student_mode"] == "soft"  # not "summary", which has no soft prompt

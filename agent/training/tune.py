@@ -96,8 +96,8 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
 
     agent: an `Agent` whose config names the trained adapter (embedding.adapter). The teacher answers
     `examples` train user turns (from train_cfg.data_dir) with the card in context; the student mode is the
-    config's conditioning (train_cfg.student_mode when that is `card`). The vectors keep the adapter's norm.
-    Writes `out` (default: `tuned_path(agent.home, persona.slug)`) and returns a summary with both losses.
+    config's conditioning (train_cfg.student_mode for card and summary, which have no soft prompt). The
+    vectors keep the adapter's norm. Writes `out` (default: `tuned_path(agent.home, persona.slug)`) and returns a summary with both losses.
     """
     if steps < 1 or examples < 1 or lr <= 0:
         raise ValueError(f"tune needs steps >= 1, examples >= 1 and lr > 0; got {steps}, {examples}, {lr}")
@@ -110,7 +110,7 @@ def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, 
     modalities = EmbeddingCache(agent.home.cache_dir("embeddings")).encode(persona, agent._persona_encoder())
     with torch.no_grad():
         start = adapter.soft_prompt(modalities)  # (K, d)
-    mode = config.embedding.conditioning if config.embedding.conditioning != "card" else train_cfg.student_mode
+    mode = config.embedding.conditioning if config.embedding.soft else train_cfg.student_mode
     cfg = dataclasses.replace(train_cfg, student_mode=mode)
     work = Path(cfg.work_dir).expanduser() if cfg.work_dir else agent.home.cache_dir("training")
     began = time.perf_counter()
