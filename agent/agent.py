@@ -5,7 +5,7 @@ database; front-ends (terminal, Discord, HTTP) never touch torch or the models d
 """
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 from pathlib import Path
 from typing import Optional
@@ -14,13 +14,15 @@ from .config import Config
 from .paths import Home, resolve_home
 from .persona.store import Persona, PersonaStore
 
+log = logging.getLogger(__name__)
+
 
 class Agent:
     def __init__(self, config: Optional[Config] = None, *, home: Optional[Home | str | Path] = None, lm=None):
         from .chat.history import HistoryStore
 
         self.config = config or Config()
-        self.home = home if isinstance(home, Home) else resolve_home(home)
+        self.home = resolve_home(home)
         self.personas = PersonaStore(self.home, self.config.cards)
         self.history = HistoryStore(self.home.database)
         self._lm = lm
@@ -89,20 +91,18 @@ class Agent:
     def session_context(self, persona: Persona, session_id: int, user: str, *, store, saved: bool = True):
         """Lore and memory for one session (agent/chat/context.py); memory only for saved sessions."""
         from .chat.context import SessionContext
-        from .chat.session import _eos_ids
         from .chat.summary import summarize
 
         cfg = self.config
-        lm = self.lm
-        tokenizer = lm.tokenizer
+        backend = self.chat_backend
+        tokenizer = backend.tokenizer
 
         def count_tokens(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
         def summarize_turns(previous: str, turns: list[str]) -> str:
-            return summarize(lm, previous, turns, user=user, char=persona.name, max_tokens=cfg.memory.summary_tokens,
-                             eos_token_ids=_eos_ids(tokenizer, lm.model),
-                             decoder=self.chat_backend.new_decoder(reuse_cache=False))
+            return summarize(backend, previous, turns, user=user, char=persona.name,
+                             max_tokens=cfg.memory.summary_tokens)
 
         books = self.lore.books_for(persona, store.session_lore(session_id)) if cfg.lore.enabled else []
         return SessionContext(session_id=session_id, char=persona.name, user=user, books=books, lore=cfg.lore,
@@ -126,14 +126,15 @@ class Agent:
 
     def voice(self, persona: Persona):
         """The persona's `Synthesizer` (config `tts:` overridden by its persona.yaml `personae.tts`), loaded once."""
-        from .speech.tts import load_synthesizer, voice_settings
+        from .speech.tts import load_synthesizer
+        from .speech.voice import voice_settings
 
         return load_synthesizer(voice_settings(self.config.tts, persona), device="cpu")
 
     def speak(self, persona: Optional[str], text: str):
         """The persona saying `text`, cleaned for speech; returns (samples (n,) float32, sample_rate)."""
         from .speech.text import speakable
-        from .speech.tts import voice_settings
+        from .speech.voice import voice_settings
 
         chosen = self.persona(persona)
         settings = voice_settings(self.config.tts, chosen)
@@ -146,99 +147,66 @@ class Agent:
     def speech_stream(self, session, sink):
         """A `SpeechStream` that voices `session`'s persona sentence by sentence into `sink`."""
         from .speech.stream import SpeechStream
-        from .speech.tts import voice_settings
+        from .speech.voice import voice_settings
 
         settings = voice_settings(self.config.tts, session.persona)
         return SpeechStream(self.voice(session.persona), sink, char=session.persona.name, user=session.user_name,
                             read_actions=settings.read_actions)
 
-    def _adapter_path(self) -> Path:
-        path = Path(self.config.embedding.adapter).expanduser()
-        if not path.is_absolute() and not path.exists():
-            from .paths import REPO_ROOT
+    def persona_encoder(self):
+        """The frozen persona encoders of config.encoder around the chat LM, sharing Whisper with speech recognition."""
+        from .embedding.load import load_persona_encoder
 
-            path = REPO_ROOT / path
-        if not path.is_file():
-            from .models.packages import MissingWeights
-
-            raise MissingWeights(f"embedding.adapter {self.config.embedding.adapter!r}: no file at {path}; "
-                                 f"train one with `personae train` or set embedding.conditioning=card")
-        return path
-
-    def _persona_encoder(self):
-        from .embedding.encoders import PersonaEncoder
-        from .models.packages import MissingWeights
-
-        cfg = self.config
-        clip = None
-        if cfg.clip.enabled and cfg.encoder.image_enabled:
-            from .models.clip import load_clip
-
-            try:
-                clip = load_clip(cfg.clip.model, cfg.clip.pretrained)
-            except MissingWeights as e:  # the portrait is masked out, as the issue asks; say so once
-                print(f"[personae] no CLIP weights, portraits are not used: {e}", file=sys.stderr)
-        whisper_model = self.transcriber.model if cfg.encoder.audio_enabled else None
-        return PersonaEncoder(cfg.encoder, self.lm, whisper_model=whisper_model, whisper_source=cfg.whisper.name_or_path,
-                              clip=clip, clip_source=f"{cfg.clip.model} {cfg.clip.pretrained}")
-
-    def _checked_adapter(self, adapter, encoder):
-        """(adapter, encoder) when the adapter was trained for these encoders and this LM; else a ConfigError."""
-        from .config import ConfigError
-
-        d_lm = self.lm.model.get_input_embeddings().weight.shape[1]
-        wrong = [f"{m}: adapter {adapter.dims[m]} vs encoder {d}" for m, d in encoder.dims.items()
-                 if m in adapter.dims and adapter.dims[m] != d]
-        if adapter.d_lm != d_lm:
-            wrong.insert(0, f"LM width: adapter {adapter.d_lm} vs {self.config.lm.name_or_path} {d_lm}")
-        if wrong:
-            raise ConfigError(f"embedding.adapter {self.config.embedding.adapter!r} was trained for other models "
-                              f"({'; '.join(wrong)}); train one for this config with `personae train`, "
-                              f"or set embedding.conditioning=card")
-        return adapter, encoder
+        whisper_model = self.transcriber.model if self.config.encoder.audio_enabled else None
+        return load_persona_encoder(self.config, self.lm, whisper_model=whisper_model, home=self.home)
 
     def soft_prompt(self, persona: Persona):
-        """The persona's K soft-prompt vectors (K, d_lm) from the trained adapter; None for card and summary."""
+        """The persona's K soft-prompt vectors (K, d_lm): its tuned ones (`personae tune`) while they fit this LM
+        and card, else the trained adapter's; None for modes without soft prompts (card, summary)."""
         if not self.config.embedding.soft:
             return None
         with self._embedding_lock:
             if persona.slug not in self._soft:
-                import torch
-
-                from .embedding.cache import EmbeddingCache
-                from .embedding.fusion import load_adapter
-
-                from .training.tune import card_fingerprint, load_tuned, tuned_path
-
-                tuned = tuned_path(self.home, persona.slug)
-                if tuned.is_file():  # `personae tune` fitted this persona: its vectors beat the adapter's
-                    found = load_tuned(tuned)
-                    if found.lm == self.lm.source and found.metadata.get("card") == card_fingerprint(persona.card):
-                        self._soft[persona.slug] = found.soft.to(self.lm.model.dtype)
-                        return self._soft[persona.slug]
-                    print(f"[personae] {tuned} was tuned for another LM or an older card of {persona.slug}; "
-                          f"using the adapter (run `personae tune --persona {persona.slug}` again)", file=sys.stderr)
-                if self._adapter is None:
-                    self._adapter = self._checked_adapter(load_adapter(self._adapter_path()), self._persona_encoder())
-                adapter, encoder = self._adapter
-                modalities = EmbeddingCache(self.home.cache_dir("embeddings")).encode(persona, encoder)
-                with torch.inference_mode():
-                    self._soft[persona.slug] = adapter.soft_prompt(modalities).to(self.lm.model.dtype)
+                self._soft[persona.slug] = self._compute_soft_prompt(persona).to(self.lm.model.dtype)
             return self._soft[persona.slug]
+
+    def _compute_soft_prompt(self, persona: Persona):
+        import torch
+
+        from .embedding.cache import EmbeddingCache
+        from .embedding.load import load_checked_adapter
+        from .embedding.tuned import load_tuned, tuned_path
+
+        tuned = tuned_path(self.home, persona.slug)
+        if tuned.is_file():  # `personae tune` fitted this persona: its vectors beat the adapter's
+            found = load_tuned(tuned)
+            if found.fits(self.lm.source, persona.card):
+                return found.soft
+            log.warning("%s was tuned for another LM or an older card of %s; using the adapter "
+                        "(run `personae tune --persona %s` again)", tuned, persona.slug, persona.slug)
+        if self._adapter is None:
+            encoder = self.persona_encoder()
+            self._adapter = (load_checked_adapter(self.config, self.lm, encoder), encoder)
+        adapter, encoder = self._adapter
+        modalities = EmbeddingCache(self.home.cache_dir("embeddings")).encode(persona, encoder)
+        with torch.inference_mode():
+            return adapter.soft_prompt(modalities)
 
     def persona(self, name_or_path: Optional[str] = None) -> Persona:
         return self.personas.get(name_or_path or self.config.chat.default_persona)
 
     def shown(self, persona: Persona) -> Persona:
-        """`persona` as the LM reads it: with conditioning summary, its card cut to embedding.summary_tokens."""
-        if self.config.embedding.conditioning != "summary":
-            return persona
+        """`persona` as the LM reads it in embedding.conditioning's mode (agent/conditioning.py): with summary, its
+        card cut to embedding.summary_tokens."""
         import dataclasses
 
+        from .conditioning import shown_card
         from .persona.summary import summary_card
 
-        card = summary_card(persona.card, self.lm.tokenizer, self.config.embedding.summary_tokens)
-        return dataclasses.replace(persona, card=card)
+        mode, tokens = self.config.embedding.mode, self.config.embedding.summary_tokens
+        tokenizer = self.chat_backend.tokenizer if mode.summary else None
+        card = shown_card(persona.card, mode, lambda card: summary_card(card, tokenizer, tokens))
+        return persona if card == persona.card else dataclasses.replace(persona, card=card)
 
     def open_session(self, persona: Optional[str] = None, *, resume: bool = False, channel: Optional[str] = None,
                      user_name: Optional[str] = None, session_id: Optional[int] = None, save: bool = True):
@@ -262,10 +230,10 @@ class Agent:
             if session_id is None:
                 session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
         soft = self.soft_prompt(chosen)
-        return ChatSession(persona=self.shown(chosen), session_id=session_id, lm=self.lm, store=store,
+        return ChatSession(persona=self.shown(chosen), session_id=session_id, backend=self.chat_backend, store=store,
                            chat=self.config.chat, user_name=user, soft=soft,
                            decoder=self.chat_backend.new_decoder(soft),
-                           with_card=self.config.embedding.card_text, prefixes=self.prefixes,
+                           with_card=self.config.embedding.mode.card_text, prefixes=self.prefixes,
                            context=self.session_context(chosen, session_id, user, store=store, saved=save))
 
     def attach_lore(self, session, name: str) -> None:
@@ -302,16 +270,16 @@ class Agent:
         history = self.history.messages(sid) if sid is not None else ([Message("assistant", first)] if first else [])
         if message:
             history.append(Message("user", message))
-        lm = self.lm
-        budget = min(self.config.chat.context_tokens, lm.context_length) - self.config.chat.max_new_tokens
+        backend = self.chat_backend
+        budget = min(self.config.chat.context_tokens, backend.context_length) - self.config.chat.max_new_tokens
         soft, shown = self.soft_prompt(chosen), self.shown(chosen)
         context = self.session_context(chosen, sid or 0, user, store=self.history if sid is not None else UnsavedHistory(),
                                        saved=sid is not None)
 
         def fit(ctx, kept_from=1):
-            return fit_prompt(lm.tokenizer, shown.card, history, user, budget=budget, kept_from=kept_from,
+            return fit_prompt(backend.tokenizer, shown.card, history, user, budget=budget, kept_from=kept_from,
                               soft_tokens=0 if soft is None else soft.shape[0],
-                              with_card=self.config.embedding.card_text, context=ctx)
+                              with_card=self.config.embedding.mode.card_text, context=ctx)
 
         first_fit = fit(context.build(history, 1, archive=False, recall=False))
         prompt = fit(context.build(history, first_fit.kept_from, archive=False), first_fit.kept_from)
@@ -319,4 +287,4 @@ class Agent:
         lines = [report.lore.explain() if report.lore is not None else "[lore: no lorebook]"]
         if report.recalled:
             lines.append("[memory: recalled " + ", ".join(f"#{r.item.id} ({r.score:.2f})" for r in report.recalled) + "]")
-        return "\n".join(lines) + "\n" + annotate(prompt, lm.tokenizer)
+        return "\n".join(lines) + "\n" + annotate(prompt, backend.tokenizer)

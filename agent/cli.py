@@ -107,11 +107,11 @@ def train(train_config: Annotated[Optional[Path], typer.Option("--train-config",
           resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of the same run.")] = False,
           config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
     """Train the persona-embedding adapter by context distillation (encoders and LM stay frozen)."""
-    from .config import load_config
     from .training import load_train_config, train as run_training
 
-    summary = run_training(load_config(config, set or ()), load_train_config(train_config, train_set or ()),
-                           home=home, resume=resume)
+    train_cfg = load_train_config(train_config, train_set or ())  # validated before any model loads
+    agent = _agent(config, set, home)
+    summary = run_training(agent.config, train_cfg, lm=agent.lm, home=agent.home, resume=resume)
     shown = {k: v for k, v in summary.items() if k != "losses"}  # every step's loss is in the .json beside the adapter
     print(yaml.safe_dump(shown, sort_keys=False), end="")
 
@@ -124,10 +124,11 @@ def tune(persona: Annotated[str, typer.Option("--persona", "-p", help="Persona n
          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to save the tuned soft prompt.")] = None,
          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
     """Fit one persona's soft prompt (starting from the trained adapter's output) for the closest fit."""
-    from .config import load_config
     from .training import tune as run_tune
 
-    summary = run_tune(load_config(config, set or ()), persona, home=home, steps=steps, lr=lr, examples=examples, out=output)
+    agent = _agent(config, set, home)
+    summary = run_tune(agent.config, persona, lm=agent.lm, home=agent.home, steps=steps, lr=lr, examples=examples,
+                       out=output)
     print(yaml.safe_dump(summary, sort_keys=False), end="")
 
 
@@ -142,7 +143,9 @@ def evaluate_command(json_path: Annotated[Optional[Path], typer.Option("--json",
     from .evaluation.config import load_eval_config
     from .evaluation.run import evaluate, format_table, plot, save_json
 
-    results = evaluate(_agent(config, set, home), load_eval_config(eval_config, eval_set or ()), progress=not quiet)
+    eval_cfg = load_eval_config(eval_config, eval_set or ())
+    agent = _agent(config, set, home)
+    results = evaluate(agent.lm, agent.config, eval_cfg, home=agent.home, progress=not quiet)
     print(format_table(results))
     if json_path:
         save_json(results, json_path)
@@ -252,6 +255,9 @@ def lore_remove(name: str, home: HomeOpt = None, config: ConfigOpt = None):
 
 
 def main() -> None:
+    from .logs import setup_logging
+
+    setup_logging()  # before anything runs, so progress lines of long jobs show
     from .config import ConfigError
     from .models.packages import MissingWeights
     from .persona.card import CardError

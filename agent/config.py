@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from .conditioning import Mode, get_mode
 from .embedding.config import EncoderConfig, FusionConfig
 
 
@@ -129,33 +130,28 @@ class CardLimits:
     max_unzipped_bytes: int = 64 * 1024 * 1024  # CHARX total after decompression
 
 
-CONDITIONINGS = ("card", "summary", "soft", "soft+card")  # embedding.conditioning
-
-
 @dataclass(frozen=True)
 class EmbeddingConfig:
     adapter: str = ""  # trained fusion adapter (.safetensors, relative to the repo or absolute); "" = no soft prompts
-    conditioning: str = "card"  # card: card text only | summary: the card cut to summary_tokens | soft: soft prompts instead of the card | soft+card: both
+    conditioning: str = "card"  # a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both)
     summary_tokens: int = 40  # conditioning summary: at most this many tokens of the card (agent/persona/summary.py)
 
     def __post_init__(self):
-        if self.conditioning not in CONDITIONINGS:
-            raise ConfigError(f"embedding.conditioning must be one of {', '.join(CONDITIONINGS)}, "
-                              f"got {self.conditioning!r}")
+        get_mode(self.conditioning)  # ValueError naming the key and the chat modes
         if self.summary_tokens < 1:
             raise ConfigError(f"embedding.summary_tokens must be at least 1, got {self.summary_tokens}")
         if self.soft and not self.adapter:
             raise ConfigError(f"embedding.conditioning {self.conditioning!r} needs embedding.adapter (a trained adapter file)")
 
     @property
-    def soft(self) -> bool:
-        """Whether chat reads soft prompts from the adapter (soft, soft+card)."""
-        return self.conditioning in ("soft", "soft+card")
+    def mode(self) -> Mode:
+        """The conditioning mode (agent/conditioning.py): what chat shows the LM of a persona."""
+        return get_mode(self.conditioning)
 
     @property
-    def card_text(self) -> bool:
-        """Whether the system turn holds card text (card, soft+card; summary holds the summary as its card)."""
-        return self.conditioning != "soft"
+    def soft(self) -> bool:
+        """Whether chat reads soft prompts from the adapter (soft, soft+card)."""
+        return self.mode.soft
 
 
 @dataclass(frozen=True)

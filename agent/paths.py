@@ -43,8 +43,10 @@ class Home:
         return path
 
 
-def resolve_home(home: Optional[str | Path] = None) -> Home:
-    """--home beats PERSONAE_HOME beats the XDG dirs."""
+def resolve_home(home: "Optional[str | Path | Home]" = None) -> Home:
+    """--home beats PERSONAE_HOME beats the XDG dirs; a `Home` is returned as it is."""
+    if isinstance(home, Home):
+        return home
     root = home or os.environ.get("PERSONAE_HOME")
     if root:
         root = Path(root).expanduser().resolve()

@@ -220,7 +220,8 @@ def main() -> int:
     from agent.agent import Agent
     from agent.config import load_config
     from agent.embedding.fusion import load_adapter
-    from agent.evaluation.conditioning import MODES, Conditioning, Mode, PersonaModalities, SoftPrompts
+    from agent.conditioning import MODES, Mode
+    from agent.evaluation.conditioning import Conditioning, PersonaModalities, SoftPrompts
     from agent.evaluation.metrics import identification
     from agent.persona.store import load_persona
     from agent.persona.summary import summary_card
@@ -241,10 +242,11 @@ def main() -> int:
     personas, refs, train = validation_set(args.data, user)
     print(f"{len(personas)} validation personas, {sum(map(len, refs.values()))} lines, chance "
           f"{1 / len(personas):.3f}", file=sys.stderr)
-    modalities = PersonaModalities(agent)
+    modalities = PersonaModalities(agent.persona_encoder, agent.home.cache_dir("embeddings"))
     rows = []
     summarise = functools.partial(summary_card, tokenizer=lm.tokenizer, max_tokens=args.summary_tokens)
-    on_summary = Mode(True, "attention", True, "soft slots and the card's summary", summary=True)
+    on_summary = Mode("sum+soft", card_text=True, summary=True, adapter="attention", named=True, chat=False,
+                      about="soft slots and the card's summary")
     for mode in args.modes:
         began = time.perf_counter()
         with_summary = mode.startswith("sum+")

@@ -34,7 +34,8 @@ from agent.config import load_config  # noqa: E402
 from agent.paths import Home, resolve_home  # noqa: E402
 from agent.speech.asr import SAMPLE_RATE as ASR_RATE  # noqa: E402
 from agent.speech.audio import load_audio, write_wav  # noqa: E402
-from agent.speech.tts import load_synthesizer, shift_pitch, voice_settings  # noqa: E402
+from agent.speech.tts import load_synthesizer  # noqa: E402
+from agent.speech.voice import shift_pitch, voice_settings  # noqa: E402
 
 # What a user might say to Mara, about 3, 6 and 12 s when Piper's joe voice reads them.
 ASR_CLIPS = [

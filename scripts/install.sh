@@ -31,8 +31,13 @@ $PY -m pip install -q -e ".[dev]"
 
 # 5. llama.cpp, the fast CPU chat backend (the `llamacpp` extra). PyPI has only its source, so this
 #    compiles llama.cpp (cmake, a C++ compiler; about 15 minutes on 2 cores) unless it already imports.
-if $PY -c "import llama_cpp" >/dev/null 2>&1; then
+if $PY -c "import llama_cpp.server" >/dev/null 2>&1; then
   echo "[install] llama-cpp-python already installed" >&2
+elif $PY -c "import llama_cpp" >/dev/null 2>&1; then
+  # built before, without the [server] extra (`python -m llama_cpp.server`, the engine tests talk to it):
+  # the extra's packages only, no rebuild
+  echo "[install] llama-cpp-python's server extra" >&2
+  $PY -m pip install -q "llama-cpp-python[server]==$($PY -c 'import llama_cpp; print(llama_cpp.__version__)')"
 else
   command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 || {
     echo "[install] apt: cmake build-essential (to build llama-cpp-python)" >&2
@@ -48,4 +53,4 @@ else
     $PY -m pip install -e ".[llamacpp]"  # not -q: pip says "still running" while it compiles
 fi
 
-$PY -c "import torch, torchvision, torchaudio, transformers, whisper, open_clip, TTS, piper, llama_cpp; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| llama-cpp-python', llama_cpp.__version__)" >&2
+$PY -c "import torch, torchvision, torchaudio, transformers, whisper, open_clip, TTS, piper, llama_cpp, llama_cpp.server; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| llama-cpp-python', llama_cpp.__version__)" >&2

@@ -397,7 +397,7 @@ ROBOT_VARIANTS = {"robosoft", "robosoft2", "robosoft3", "robosoft5", "robosoft6"
 
 
 def chat_tts(recipe: dict) -> dict:
-    """`personae.tts`: the Piper settings personae speaks replies with (agent.speech.tts.VoiceSettings keys).
+    """`personae.tts`: the Piper settings personae speaks replies with (agent.speech.voice.VoiceSettings keys).
 
     For a Piper voice sample they are exactly the sample's settings. For an espeak-ng sample they are a
     Piper approximation (pace from the words per minute, pitch from the variant and pitch), since
@@ -1365,7 +1365,7 @@ def check(personas: list[dict] | None = None) -> list[str]:
     from agent.persona.store import load_persona
     try:  # personae's chat TTS reads personae.tts; check every card against it when it is there
         from agent.config import TTSConfig
-        from agent.speech.tts import voice_settings
+        from agent.speech.voice import voice_settings
     except ImportError:
         voice_settings = TTSConfig = None
     problems = []
@@ -1383,7 +1383,7 @@ def check(personas: list[dict] | None = None) -> list[str]:
             try:
                 voice_settings(TTSConfig(), persona)
             except Exception as e:  # noqa: BLE001
-                problems.append(f"{folder.name}: personae.tts is not usable by agent.speech.tts: {e}")
+                problems.append(f"{folder.name}: personae.tts is not usable by agent.speech.voice: {e}")
         card = persona.card
         if card.name in names:
             problems.append(f"{folder.name}: duplicate name {card.name!r}")

@@ -1,8 +1,15 @@
-"""The `personae` command as a user runs it: a subprocess on the tiny config, its output and exit codes."""
+"""The `personae` command as a user runs it, on the tiny config: its output and exit codes.
+
+The flows run `agent.cli.main` in this process (argv, stdin, stdout and stderr swapped, the exit code read
+from SystemExit), which is what `python -m agent` runs; two tests start the real command as a subprocess,
+so the entry point, the import time and a fresh interpreter stay covered.
+"""
+import io
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,14 +18,44 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 
-def personae(*args, input=None, home=None, timeout=240):
-    cmd = [sys.executable, "-m", "agent", *args]
-    env_home = ["--home", str(home)] if home and args and args[0] in ("chat", "prompt") else []
-    return subprocess.run(cmd + env_home, input=input, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_chat_greets_streams_and_quits(tmp_path):
-    r = personae("chat", "-c", TINY, "-p", "hale", input="Good morning!\n/history\n/quit\n", home=tmp_path)
+def _home_args(args, home):
+    return ["--home", str(home)] if home and args and args[0] in ("chat", "prompt") else []
+
+
+def personae(*args, input=None, home=None) -> Run:
+    """`personae ARGS` with `input` on stdin, in this process."""
+    from agent.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
+    sys.argv = ["personae", *args, *_home_args(args, home)]
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(input or ""), out, err
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def personae_process(*args, input=None, home=None, timeout=240) -> Run:
+    """`python -m agent ARGS` as a subprocess."""
+    cmd = [sys.executable, "-m", "agent", *args, *_home_args(args, home)]
+    done = subprocess.run(cmd, input=input, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def test_chat_greets_streams_and_quits_as_a_subprocess(tmp_path):
+    r = personae_process("chat", "-c", TINY, "-p", "hale", input="Good morning!\n/history\n/quit\n", home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Professor Edmund Hale: *" in r.stdout  # the greeting
     assert "User: Good morning!" in r.stdout  # /history shows the turn
@@ -57,11 +94,16 @@ def test_prompt_shows_the_exact_prompt_with_counts(tmp_path):
     (["persona", "import", "/no/such/card.png"], 2, ["/no/such/card.png"]),
 ])
 def test_bad_input_gives_one_clear_line_and_an_exit_code(args, code, words, tmp_path):
-    start = time.perf_counter()
     r = personae(*args, input="", home=tmp_path)
     assert r.returncode == code, (r.stdout, r.stderr)
     assert all(w in r.stderr for w in words), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_missing_model_fails_fast_as_a_subprocess(tmp_path):
+    start = time.perf_counter()
+    r = personae_process("chat", "-s", "lm.name_or_path=/no/such/model.gguf", input="", home=tmp_path)
+    assert r.returncode == 3 and "/no/such/model.gguf" in r.stderr and "Traceback" not in r.stderr
     assert time.perf_counter() - start < 60
 
 

@@ -16,7 +16,7 @@ def soft_agent(tmp_path, tiny_llama):
     """An agent on the tiny config with a (random, gates opened) adapter and conditioning=soft."""
     torch.set_num_threads(1)
     probe = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
-    dims = probe._persona_encoder().dims
+    dims = probe.persona_encoder().dims
     fusion = build_fusion(FusionConfig(k=4, width=32, depth=1, heads=2), dims, 64, embedding_norm(tiny_llama.model))
     with torch.no_grad():
         for name, p in fusion.named_parameters():
@@ -92,7 +92,7 @@ def test_an_adapter_for_other_models_is_a_clear_config_error(tmp_path, tiny_llam
     from agent.config import ConfigError
 
     probe = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
-    dims = {**probe._persona_encoder().dims, "audio": 768}  # as if trained with Whisper small
+    dims = {**probe.persona_encoder().dims, "audio": 768}  # as if trained with Whisper small
     fusion = build_fusion(FusionConfig(k=4, width=32, depth=1, heads=2), dims, 576, 1.0)  # and a 576-wide LM
     path = save_adapter(tmp_path / "other.safetensors", fusion)
     config = load_config(TINY_CONFIG, [f"embedding.adapter={path}", "embedding.conditioning=soft"])

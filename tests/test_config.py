@@ -71,7 +71,8 @@ def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatc
     from agent.models.lm import load_lm
     from agent.models.packages import MissingWeights
     from agent.models.whisper import load_whisper
-    from agent.speech.tts import load_synthesizer, voice_settings
+    from agent.speech.tts import load_synthesizer
+    from agent.speech.voice import voice_settings
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -11,7 +11,8 @@ from agent.config import load_config
 from agent.embedding.config import FusionConfig
 from agent.embedding.fusion import build_fusion, embedding_norm, save_adapter
 from agent.evaluation.breaks import RULES, detect_break
-from agent.evaluation.conditioning import MODES, NEUTRAL_NAME, Conditioning
+from agent.conditioning import MODES, NEUTRAL_NAME
+from agent.evaluation.conditioning import Conditioning
 from agent.evaluation.config import MODE_NAMES, EvalConfig, load_eval_config
 from agent.evaluation.data import load_eval_data
 from agent.evaluation.metrics import accuracy_with_ties, identification
@@ -62,7 +63,7 @@ def setup(tmp_path, tiny_llama):
     """(agent, eval config) on the tiny config: attention and weighted adapters (random, gates open), tiny data."""
     torch.set_num_threads(1)
     agent = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
-    dims = agent._persona_encoder().dims
+    dims = agent.persona_encoder().dims
     paths = {}
     for kind in ("attention", "weighted"):
         torch.manual_seed(0)
@@ -82,7 +83,7 @@ def setup(tmp_path, tiny_llama):
 
 def test_the_json_has_every_metric_for_every_mode_in_range(setup, tmp_path):
     agent, config = setup
-    results = evaluate(agent, config, progress=False, embed=fake_embed)
+    results = evaluate(agent.lm, agent.config, config, home=agent.home, progress=False, embed=fake_embed)
     assert set(results["modes"]) == set(config.modes)
     assert results["chance"] == pytest.approx(1 / 3)
     for name, m in results["modes"].items():
@@ -120,7 +121,7 @@ def test_modes_needing_a_missing_adapter_are_skipped_with_a_note(setup):
     config = dataclasses.replace(config, adapter="", weighted_adapter=str(setup[1].data_dir) + "/no-such.safetensors",
                                  modes=("card", "soft", "weighted", "none"),
                                  drift_turns=2, break_turns=1, n_turns=1)
-    results = evaluate(agent, config, progress=False, embed=fake_embed)
+    results = evaluate(agent.lm, agent.config, config, home=agent.home, progress=False, embed=fake_embed)
     assert set(results["modes"]) == {"card", "none"}
     assert any("soft modes skipped" in n for n in results["notes"])
     assert any("weighted modes skipped" in n and "no-such.safetensors" in n for n in results["notes"])

@@ -8,7 +8,7 @@ from agent.embedding.config import FUSION_TYPES, FusionConfig
 from agent.embedding.encoders import ModalityTokens
 from agent.embedding.fusion import (FUSIONS, AttentionFusion, WeightedFusion, build_fusion, collate, embedding_norm,
                                     load_adapter, save_adapter)
-from agent.embedding.soft_prompt import insert_soft_prompt
+from agent.embedding.soft_prompt import inputs_embeds, soft_placeholders
 
 DIMS = {"image": 32, "audio": 24, "text": 64}
 D_LM = 64
@@ -92,13 +92,12 @@ def test_zero_gates_make_the_adapter_media_blind_so_the_lm_output_does_not_chang
     prompts = [module.soft_prompt(t) for t in (persona_tokens(1), persona_tokens(2, image=0, text=9),
                                                  persona_tokens(3, image=0, audio=0, text=0))]
     assert all(torch.equal(p, prompts[0]) for p in prompts)
-    ids = tiny_llama.tokenizer("Ahoy, who goes there?", return_tensors="pt")["input_ids"]
-    embeds = tiny_llama.model.get_input_embeddings()(ids)
+    ids = soft_placeholders(4) + tiny_llama.tokenizer("Ahoy, who goes there?")["input_ids"]
+    table = tiny_llama.model.get_input_embeddings()
     logits = []
     for soft in prompts:
-        spliced, mask, _ = insert_soft_prompt(embeds, soft, torch.ones_like(ids))
         with torch.no_grad():
-            logits.append(tiny_llama.model(inputs_embeds=spliced, attention_mask=mask).logits)
+            logits.append(tiny_llama.model(inputs_embeds=inputs_embeds(table, torch.tensor([ids]), soft)).logits)
     assert all(torch.equal(x, logits[0]) for x in logits)
     # not vacuous: the gates get gradients at once, and opened gates let the media through
     module.train()

@@ -69,3 +69,22 @@ def test_killing_the_process_mid_reply_loses_no_earlier_turn(tmp_path):
     messages = HistoryStore(tmp_path / "sessions.db").messages(sid)
     assert [m.role for m in messages] == ["assistant", "user", "assistant"]
     assert messages[1].content == "first message"
+
+
+def test_fork_session_copies_persona_and_channel_and_leaves_the_old_one(tmp_path):
+    import pytest
+
+    from agent.chat.history import UnsavedHistory
+
+    store = HistoryStore(tmp_path / "s.db")
+    sid = store.create_session("mara", "Ahoy.", channel="api:x")
+    store.append_turn(sid, "one", "first")
+    new = store.fork_session(sid, "Hello.", [("a", "b"), ("c", "d")])
+    assert new != sid and store.session_persona(new) == "mara"
+    assert [m.content for m in store.messages(new)] == ["Hello.", "a", "b", "c", "d"]
+    assert [m.content for m in store.messages(sid)] == ["Ahoy.", "one", "first"]
+    assert store.latest_session("mara", channel="api:x") == new
+    with pytest.raises(KeyError, match="no session 999"):
+        store.fork_session(999, "", [])
+    with pytest.raises(ValueError, match="stateless"):
+        UnsavedHistory().fork_session(1, "", [])

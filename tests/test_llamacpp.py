@@ -17,7 +17,7 @@ import torch
 from agent.agent import Agent
 from agent.chat.backends import BACKENDS, backend_name, gguf_source, load_backend
 from agent.chat.decoding import CachedDecoder, ReplyStream
-from agent.chat.llamacpp_decoding import split_runs
+from agent.chat.llamacpp_decoding import batches
 from agent.chat.prompt import render
 from agent.chat.sampling import SamplingOptions
 from agent.config import LM_BACKENDS, ConfigError, LMConfig, load_config
@@ -108,13 +108,13 @@ def test_gguf_source():
 
 def test_split_runs_alternates_token_and_embedding_pieces():
     soft = np.arange(12, dtype=np.float32).reshape(3, 4)  # K=3, d=4
-    pieces = split_runs([5, 6, -1, -2, -3, 7], soft)
+    pieces = batches([5, 6, -1, -2, -3, 7], soft)
     assert [p.shape for p in pieces] == [(2,), (3, 4), (1,)]
     np.testing.assert_array_equal(pieces[1], soft)
     assert pieces[0].dtype == np.int32 and pieces[1].dtype == np.float32
-    assert [p.shape for p in split_runs([-2], soft)] == [(1, 4)]
+    assert [p.shape for p in batches([-2], soft)] == [(1, 4)]
     with pytest.raises(ValueError, match="no soft prompt"):
-        split_runs([1, -1], None)
+        batches([1, -1], None)
 
 
 # --- the real SmolLM2 GGUF in llama.cpp (slow) ---------------------------------------------------

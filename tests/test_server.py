@@ -124,7 +124,8 @@ def test_client_system_messages_follow_the_card(server, monkeypatch):
 
     prompts = []
     original = ChatSession.prompt_for
-    monkeypatch.setattr(ChatSession, "prompt_for", lambda self, history: prompts.append(original(self, history)) or prompts[-1])
+    monkeypatch.setattr(ChatSession, "prompt_for",
+                        lambda self, history, **kw: prompts.append(original(self, history, **kw)) or prompts[-1])
     client, _ = server
     client.chat.completions.create(model="tess", max_tokens=2, messages=[
         {"role": "system", "content": "Answer in rhyme."}, {"role": "user", "content": "Where to?"}])

@@ -1,7 +1,4 @@
-"""`personae serve` as a user runs it: a subprocess on the tiny config, driven by the official `openai` client.
-
-Skipped until agent/cli.py has the `serve` command.
-"""
+"""`personae serve` as a user runs it: a subprocess on the tiny config, driven by the official `openai` client."""
 import os
 import re
 import signal
@@ -11,15 +8,9 @@ import time
 from pathlib import Path
 
 import openai
-import pytest
-
-from agent.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
-
-pytestmark = pytest.mark.skipif(not any(c.callback.__name__ == "serve" for c in app.registered_commands),
-                                reason="agent/cli.py has no `serve` command yet")
 
 
 def personae_serve(*args, env=None) -> subprocess.Popen:
@@ -52,8 +43,9 @@ def test_serve_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path):
             server.wait()
 
 
-def test_serve_refuses_an_exposed_address_without_a_key(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PERSONAE_API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "agent", "serve", "--host", "0.0.0.0", "-c", TINY, "--home", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+def test_serve_refuses_an_exposed_address_without_a_key(tmp_path, monkeypatch):
+    from test_cli import personae  # in this process: the refusal comes before any model loads
+
+    monkeypatch.delenv("PERSONAE_API_KEY", raising=False)
+    done = personae("serve", "--host", "0.0.0.0", "-c", TINY, "--home", str(tmp_path))
     assert done.returncode == 2 and "PERSONAE_API_KEY" in done.stderr and "Traceback" not in done.stderr

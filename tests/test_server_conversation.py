@@ -2,7 +2,6 @@
 import pytest
 
 from agent.chat.prompt import Message
-from agent.server.completion import StopFilter
 from agent.server.conversation import CONTINUE, FORK, RETRY, prompt_history, read_turn, reconcile, stored_pairs
 
 A, U, S = "assistant", "user", "system"
@@ -56,12 +55,3 @@ def test_reconcile(wanted, text, action):
 def test_stored_pairs_join_runs_and_drop_system_messages():
     history = [Message(A, "Ahoy."), Message(U, "a"), Message(S, "x"), Message(U, "b"), Message(A, "c"), Message(U, "d")]
     assert stored_pairs(history) == ("Ahoy.", [("a\n\nb", "c")])
-
-
-def test_stop_filter_holds_back_what_could_start_a_stop_string():
-    stop = StopFilter(["END"])
-    assert stop.feed("abc E") == "abc " and stop.feed("N") == "" and stop.feed("x") == "ENx"
-    assert stop.feed(" done EN") == " done " and stop.feed("D more") == "" and stop.stopped
-    assert stop.text == "abc ENx done " and stop.flush() == ""
-    plain = StopFilter([])
-    assert plain.feed("E") == "E" and plain.flush() == ""

@@ -97,3 +97,50 @@ def test_strip_name_prefix(pieces, expected):
 @pytest.mark.parametrize("text", ["Mara Vell: Ahoy", "Captain Mara Vell:Ahoy", "Vell: Ahoy", "  Mara: Ahoy"])
 def test_strip_partial_name_prefix(text):
     assert "".join(_strip_name_prefix(iter([text[:4], text[4:]]), "Captain Mara Vell")) == "Ahoy"
+
+
+def test_correct_last_reply_changes_memory_and_store(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    "".join(s.reply("hi"))
+    s.correct_last_reply("Shorter.")
+    assert s.messages[-1].content == "Shorter." and tiny_agent.history.messages(s.id)[-1].content == "Shorter."
+    s.replace_history([])
+    with pytest.raises(ValueError, match="does not end with a reply"):
+        s.correct_last_reply("x")
+
+
+def test_per_reply_sampling_leaves_the_session_options_alone(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    before = s.sampling
+    one = s.options(temperature=0.0, seed=3)
+    assert one.temperature == 0.0 and one.seed == 3 and s.sampling == before
+    "".join(s.reply("hi", sampling=one))
+    assert s.sampling == before
+
+
+def test_replace_history_keeps_the_store_and_forgets_the_drop_point(tiny_agent):
+    from agent.chat.history import Message
+
+    s = tiny_agent.open_session("mara")
+    "".join(s.reply("hi"))
+    stored = tiny_agent.history.messages(s.id)
+    s.kept_from = 2
+    s.replace_history(s.messages + [Message("user", "more"), Message("assistant", "yes")])
+    assert s.kept_from == 2  # it extends the old history: the drop point holds
+    s.replace_history([s.messages[0], Message("user", "something else")])
+    assert s.kept_from == 0 and s.messages[-1].content == "something else"
+    assert tiny_agent.history.messages(s.id) == stored
+
+
+def test_fork_continues_in_a_new_stored_conversation(tiny_agent):
+    s = tiny_agent.open_session("mara", channel="c1")
+    "".join(s.reply("first"))
+    old_id, old = s.id, tiny_agent.history.messages(s.id)
+    new_id = s.fork("Hello again.", [("edited question", "edited answer")])
+    assert new_id == s.id != old_id
+    assert [m.content for m in tiny_agent.history.messages(new_id)] == ["Hello again.", "edited question",
+                                                                        "edited answer"]
+    assert tiny_agent.history.messages(old_id) == old  # the old one is untouched
+    assert tiny_agent.history.latest_session("mara", "c1") == new_id
+    "".join(s.reply("go on"))
+    assert tiny_agent.history.messages(new_id)[-2].content == "go on"

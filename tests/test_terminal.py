@@ -43,10 +43,32 @@ def test_ctrl_c_stops_the_reply_not_the_program(tiny_agent):
 
     session.reply = reply_then_interrupt
     lines = iter(["first", "/quit"])
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs as a background job
     assert chat.loop(lambda _p: next(lines)) == 0
     assert session.last_stats.stopped_by == "cancelled"
     assert session.messages[-2].content == "first"  # the interrupted turn was kept
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the chat's handlers are gone again
+
+
+def test_ctrl_c_works_even_when_started_with_sigint_ignored(tiny_agent):
+    """A chat started as a background job (SIGINT ignored) still answers Ctrl-C at the prompt and mid-reply."""
+    chat = TerminalChat(tiny_agent, out=io.StringIO())
+    chat.open("mara", resume=False, user_name="Ann")
+    seen = []
+
+    def read(_prompt):
+        seen.append(signal.getsignal(signal.SIGINT))
+        if len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C at the prompt: KeyboardInterrupt, caught by the loop
+        return "/quit" if len(seen) > 1 else "never read"
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert chat.loop(read) == 0
+        assert seen[0] is signal.default_int_handler and len(seen) == 2
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_at_the_prompt_does_not_quit(tiny_agent):

@@ -108,7 +108,7 @@ def test_batched_teacher_replies_equal_one_at_a_time(dataset, tiny_llama, config
     from agent.chat.decoding import CachedDecoder
     from agent.chat.prompt import fit_prompt
     from agent.chat.sampling import SamplingOptions
-    from agent.chat.session import _eos_ids
+    from agent.chat.template import stop_token_ids
     from agent.training.data import conversation
 
     data = load_training_data(dataset)
@@ -118,7 +118,7 @@ def test_batched_teacher_replies_equal_one_at_a_time(dataset, tiny_llama, config
                for g in (False, True) for e in draw_examples(data, 2, seed=0)]
     assert len({len(p) for p in prompts}) > 2  # rows of different lengths get padded
     options = SamplingOptions(temperature=0.0, repetition_penalty=1.1,
-                              eos_token_ids=_eos_ids(tiny_llama.tokenizer, tiny_llama.model))
+                              eos_token_ids=stop_token_ids(tiny_llama.tokenizer, tiny_llama.model.generation_config))
     run = dict(max_tokens=10, top_k=5, options=options)
     batched = teacher_module.teacher_replies(CachedDecoder(tiny_llama.model), prompts, **run)
     for prompt, reply in zip(prompts, batched):
@@ -168,7 +168,7 @@ def prepared(dataset, tmp_path, lm, config, cfg):
     data = load_training_data(dataset)
     examples = draw_examples(data, cfg.examples_per_persona, cfg.seed)
     teacher = precompute_teacher(lm, data.personas, examples, data.files, cfg, config.chat, tmp_path / "work")
-    encoder = agent._persona_encoder()
+    encoder = agent.persona_encoder()
     modalities = encode_personas(data.personas, encoder, tmp_path / "embeddings")
     students = student_examples(lm, data.personas, teacher, cfg, config.chat, config.fusion.k)
     return teacher, modalities, students, encoder.dims

@@ -18,8 +18,8 @@ from agent.paths import SHIPPED_PERSONAS
 from agent.persona import CardError
 from agent.persona.store import load_persona
 from agent.speech.coqui_tiny import save_tiny_vits
-from agent.speech.tts import (ENGINES, Synthesizer, VoiceSettings, load_synthesizer, shift_pitch, time_stretch,
-                              voice_settings)
+from agent.speech.tts import ENGINES, load_synthesizer
+from agent.speech.voice import Synthesizer, VoiceSettings, shift_pitch, time_stretch, voice_settings
 
 LINES = ("Aye, I've room for one more hand, if you can haul a line and keep a secret. "
          "The tide turns at dawn, so tell me true. What brings you to my deck, sailor?")

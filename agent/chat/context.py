@@ -8,7 +8,7 @@ only the previous turn and the new one run again.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -18,6 +18,8 @@ from ..persona.lorebook import Lorebook
 from ..persona.macros import substitute
 from .memory import MemoryItem, MemoryStore, Recalled, rank, turn_text
 from .prompt import Message, TurnContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class SessionContext:
                 self._embed = self._embedder()
             except Exception as e:  # noqa: BLE001 - a chat must go on without recall; say why once
                 self._embed_failed = True
-                print(f"[personae] memory recall is off: {e}", file=sys.stderr)
+                log.warning("memory recall is off: %s", e)
         if self._embed is None:
             return None
         return self._embed(texts).numpy()

@@ -15,7 +15,9 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from ..embedding.soft_prompt import inputs_embeds
 from .sampling import SamplingOptions, sample_next
+from .template import StopCutter
 
 PREFILL_CHUNK = 512  # tokens per forward pass during prefill; bounds activation memory on long prompts
 
@@ -26,22 +28,6 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
-
-
-def embed_ids(model: torch.nn.Module, ids: torch.Tensor, soft: Optional[torch.Tensor]) -> torch.Tensor:
-    """Token embeddings for ids (B, T), with placeholder ids -1..-K replaced by soft[0..K-1].
-
-    soft: (K, d) persona soft-prompt vectors. Returns inputs_embeds (B, T, d) in the model's dtype.
-    """
-    table = model.get_input_embeddings()
-    embeds = table(ids.clamp(min=0))  # (B, T, d)
-    slots = ids < 0
-    if slots.any():
-        if soft is None:
-            raise ValueError("the prompt has soft-prompt slots but no soft prompt was given")
-        embeds = embeds.clone()
-        embeds[slots] = soft.to(embeds.dtype)[(-ids[slots] - 1)]
-    return embeds
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -106,7 +92,7 @@ class CachedDecoder:
             for start in range(0, len(new_ids), PREFILL_CHUNK):
                 chunk = torch.tensor([new_ids[start:start + PREFILL_CHUNK]], device=self.device)  # (1, T)
                 if chunk.min() < 0:  # soft-prompt slots: feed embeddings instead of ids
-                    inputs = {"inputs_embeds": embed_ids(self.model, chunk, self.soft)}
+                    inputs = {"inputs_embeds": inputs_embeds(self.model.get_input_embeddings(), chunk, self.soft)}
                 else:
                     inputs = {"input_ids": chunk}
                 out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self.cache})
@@ -137,17 +123,6 @@ class CachedDecoder:
         return self._forward([token_id])
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters of `text` could be the start of a stop string (not yet safe to show)."""
-    hold = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:k]):
-                hold = max(hold, k)
-                break
-    return hold
-
-
 @dataclass
 class ReplyStream:
     """Streams one reply: iterate for text pieces; `text` and `stats` are complete once iteration ends."""
@@ -167,7 +142,7 @@ class ReplyStream:
         eos = set(self.options.eos_token_ids)
         generator = torch.Generator().manual_seed(self.options.seed) if self.options.seed is not None else None
         generated: list[int] = []
-        shown = 0
+        cutter = StopCutter(self.stop_strings)
         first_at = None
         stopped_by = "max_new_tokens"
         while len(generated) < self.options.max_new_tokens:
@@ -182,24 +157,19 @@ class ReplyStream:
                 stopped_by = "eos"
                 break
             generated.append(token)
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            cut = min((text.find(s) for s in self.stop_strings if s in text), default=-1)
-            if cut >= 0:
-                text, stopped_by = text[:cut], "stop string"
-            if text.endswith("\ufffd") and stopped_by != "stop string":
-                safe = len(text) - 1  # half a multi-byte character: wait for the rest
-            else:
-                safe = len(text) - (0 if stopped_by == "stop string" else _held_back(text, self.stop_strings))
-            if safe > shown:
-                yield text[shown:safe]
-                shown = safe
-            self.text = text
-            if stopped_by == "stop string":
+            piece = cutter.update(self.tokenizer.decode(generated, skip_special_tokens=True))
+            if piece:
+                yield piece
+            self.text = cutter.text
+            if cutter.stopped:
+                stopped_by = "stop string"
                 break
             if len(generated) < self.options.max_new_tokens:
                 logits = self.decoder.step(token)
-        if stopped_by != "stop string" and len(self.text) > shown:
-            yield self.text[shown:]
+        rest = cutter.flush()
+        if rest:
+            yield rest
+        self.text = cutter.text
         self.stats.new_tokens = len(generated)
         self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
         self.stats.stopped_by = stopped_by

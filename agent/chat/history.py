@@ -113,6 +113,22 @@ class HistoryStore:
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
+    def fork_session(self, session_id: int, greeting: str, turns: list[tuple[str, str]]) -> int:
+        """A new session of the same persona and channel holding `greeting` and (user, reply) `turns`, written in
+        one transaction; the old session is untouched. Returns the new id."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            row = db.execute("SELECT persona, channel FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no session {session_id} in {self.path}")
+            sid = db.execute("INSERT INTO sessions (persona, channel, created, updated) VALUES (?, ?, ?, ?)",
+                             (row[0], row[1], now, now)).lastrowid
+            rows = ([("assistant", greeting)] if greeting else []) + [m for u, r in turns for m in (("user", u),
+                                                                                                 ("assistant", r))]
+            db.executemany("INSERT INTO messages (session_id, role, content, created) VALUES (?, ?, ?, ?)",
+                           [(sid, role, text, now) for role, text in rows])
+        return int(sid)
+
     def replace_last_reply(self, session_id: int, reply: str) -> None:
         """For /retry: the newest assistant message gets the new text."""
         now = time.time()
@@ -121,7 +137,6 @@ class HistoryStore:
              "WHERE session_id = ? AND role = 'assistant')", (reply, now, session_id)),
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
-
 
     def attach_lore(self, session_id: int, lorebook: str) -> None:
         self._write([("INSERT OR IGNORE INTO session_lore (session_id, lorebook) VALUES (?, ?)", (session_id, lorebook))])
@@ -147,6 +162,9 @@ class UnsavedHistory:
 
     def replace_last_reply(self, session_id: int, reply: str) -> None:
         pass
+
+    def fork_session(self, session_id: int, greeting: str, turns: list[tuple[str, str]]) -> int:
+        raise ValueError("a stateless session has no stored conversation to fork")
 
     def session_lore(self, session_id: int) -> list[str]:
         return []

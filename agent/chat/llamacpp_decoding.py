@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..embedding.soft_prompt import pieces
 from ..models.llamacpp import Lease, LlamaCppModel
 from .decoding import common_prefix_length
 
@@ -23,22 +24,13 @@ class SharedPrefix:
     length: int
 
 
-def split_runs(ids: list[int], soft: Optional[np.ndarray]) -> list[np.ndarray]:
-    """ids with soft-prompt slots -> pieces to decode in order: int32 ids (n,) or float32 embeddings (n, d).
+def batches(ids: list[int], soft: Optional[np.ndarray]) -> list[np.ndarray]:
+    """ids with soft-prompt slots -> what llama.cpp decodes in order: int32 ids (n,) or float32 embeddings (n, d).
 
-    soft: (K, d) float32; slot id -k stands for soft[k - 1].
+    soft: (K, d) float32, cut in by `soft_prompt.pieces`.
     """
-    pieces, start = [], 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or (ids[i] < 0) != (ids[start] < 0):
-            run = np.asarray(ids[start:i], dtype=np.int32)
-            if run[0] < 0:
-                if soft is None:
-                    raise ValueError("the prompt has soft-prompt slots but no soft prompt was given")
-                run = np.ascontiguousarray(soft[-run - 1])  # (n, d)
-            pieces.append(run)
-            start = i
-    return pieces
+    return [np.ascontiguousarray(piece, dtype=np.float32) if is_soft else np.asarray(piece, dtype=np.int32)
+            for is_soft, piece in pieces(ids, soft)]
 
 
 class LlamaCppDecoder:
@@ -99,7 +91,7 @@ class LlamaCppDecoder:
             del self._ids[keep:]
         new = ids[keep:]
         try:
-            logits = self.model.decode(lease, keep, split_runs(new, self._soft_rows))
+            logits = self.model.decode(lease, keep, batches(new, self._soft_rows))
         except BaseException:
             self.reset()  # a failed or interrupted decode leaves the sequence partly written
             raise

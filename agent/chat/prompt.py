@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..embedding.soft_prompt import soft_placeholders
 from ..persona.card import CharacterCard
 from ..persona.macros import split_examples, substitute
 
@@ -39,7 +40,6 @@ class TurnContext:
 
 
 NO_CONTEXT = TurnContext()
-CONDITIONINGS = ("card", "soft", "soft+card")  # card text only | soft prompts only | both
 SOFT_SLOT = "\u2063personae-soft-prompt\u2063"  # marks where the soft vectors go in the rendered text
 
 
@@ -132,11 +132,6 @@ def render(tokenizer, messages: list[dict], soft_tokens: int = 0,
     ids = list(tokenizer(before, add_special_tokens=False)["input_ids"]) + soft_placeholders(soft_tokens) + \
         list(tokenizer(after, add_special_tokens=False)["input_ids"])
     return before + f"[soft prompt: {soft_tokens} vectors]" + after, ids
-
-
-def soft_placeholders(k: int) -> list[int]:
-    """Placeholder ids for K soft vectors: -1 is vector 0, -2 vector 1, ..."""
-    return [-(i + 1) for i in range(k)]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""One conversation with one persona: history, its KV cache, and the turn logic (reply, retry).
+"""One conversation with one persona: history, its KV cache, and the turn logic (reply, retry, fork).
 
 Front-ends get a `ChatSession` from `Agent.open_session` and iterate `reply(text)` for text pieces;
-each finished turn is written to the history store in one transaction.
+each finished turn is written to the history store in one transaction. They change a session only through
+its methods (`replace_history`, `fork`, `correct_last_reply`, per-reply `sampling`), never its fields.
 """
 from __future__ import annotations
 
@@ -10,27 +11,13 @@ import threading
 from typing import Iterator, Optional
 
 from ..config import ChatConfig
-from ..models.lm import LoadedLM
 from ..persona.store import Persona
-from .decoding import CachedDecoder, DecodeStats, ReplyStream, common_prefix_length
-from .history import HistoryStore
+from .decoding import DecodeStats, ReplyStream, common_prefix_length
+from .history import HistoryStore, UnsavedHistory
 from .prefix import PrefixCache
 from .prompt import NO_CONTEXT, Message, Prompt, fit_prompt, render, stop_strings
 from .sampling import SamplingOptions
-
-
-def _eos_ids(tokenizer, model) -> tuple[int, ...]:
-    ids = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(value)
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-            ids.add(tid)
-    return tuple(sorted(ids))
+from .template import with_turn_markers
 
 
 def name_prefixes(name: str) -> tuple[str, ...]:
@@ -60,12 +47,16 @@ def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
 
 
 class ChatSession:
-    def __init__(self, *, persona: Persona, session_id: int, lm: LoadedLM, store: HistoryStore,
+    """backend: what the session decodes with (agent/chat/backends.py: tokenizer, context_length,
+    stop_token_ids, new_decoder); store: the history store (UnsavedHistory for stateless API requests)."""
+
+    def __init__(self, *, persona: Persona, session_id: int, backend, store: HistoryStore,
                  chat: ChatConfig, user_name: str, decoder=None,
                  soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
         self.persona = persona
         self.id = session_id
-        self.lm = lm
+        self.backend = backend
+        self.tokenizer = backend.tokenizer
         self.store = store
         self.chat = chat
         self.user_name = user_name
@@ -73,8 +64,7 @@ class ChatSession:
         self.with_card = with_card  # False: the soft prompt stands in for the card text
         self.prefixes = prefixes  # shared persona-prefix KV caches
         self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
-        # CachedDecoder, or any decoder with its interface from agent/chat/backends.py (LlamaCppDecoder)
-        self.decoder = decoder or CachedDecoder(lm.model, soft=soft)
+        self.decoder = decoder or backend.new_decoder(soft)  # CachedDecoder's interface (agent/chat/backends.py)
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
@@ -82,18 +72,28 @@ class ChatSession:
         self.sampling = SamplingOptions(
             max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
             top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
-            eos_token_ids=_eos_ids(lm.tokenizer, lm.model))
+            eos_token_ids=backend.stop_token_ids)  # the defaults; `reply(sampling=)` overrides them per turn
+        self.stops = with_turn_markers(stop_strings(persona.card, user_name), self.tokenizer)
 
     @property
     def greeting(self) -> str:
         return self.messages[0].content if self.messages and self.messages[0].role == "assistant" else ""
 
     @property
-    def budget(self) -> int:
-        """Prompt tokens allowed: the context minus room for the reply."""
-        return min(self.chat.context_tokens, self.lm.context_length) - self.chat.max_new_tokens
+    def saved(self) -> bool:
+        """Whether turns are written to the history database (False: a stateless API session)."""
+        return not isinstance(self.store, UnsavedHistory)
 
-    def _fit(self, history: list[Message], context) -> Prompt:
+    def budget(self, max_new_tokens: Optional[int] = None) -> int:
+        """Prompt tokens allowed: the context minus room for a reply of max_new_tokens (default chat's)."""
+        reply = self.chat.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return min(self.chat.context_tokens, self.backend.context_length) - reply
+
+    def options(self, **changes) -> SamplingOptions:
+        """This session's sampling with `changes` (max_new_tokens, temperature, top_p, seed, ...) that are not None."""
+        return dataclasses.replace(self.sampling, **{k: v for k, v in changes.items() if v is not None})
+
+    def _fit(self, history: list[Message], context, budget: int) -> Prompt:
         """fit_prompt; when lore and memory leave no room for the card and the newest turn, they give way
         (per-turn parts first, then the notes, then all of it) rather than the turn failing."""
         lesser = [context, dataclasses.replace(context, recent="", depth=()),
@@ -103,8 +103,8 @@ class ChatSession:
             if i and option == lesser[i - 1]:
                 continue  # failed already
             try:
-                prompt = fit_prompt(self.lm.tokenizer, self.persona.card, history, self.user_name,
-                                    budget=self.budget, kept_from=self.kept_from, with_card=self.with_card,
+                prompt = fit_prompt(self.tokenizer, self.persona.card, history, self.user_name,
+                                    budget=budget, kept_from=self.kept_from, with_card=self.with_card,
                                     soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
             except ValueError as e:
                 error = error or e
@@ -116,31 +116,34 @@ class ChatSession:
             return prompt
         raise error
 
-    def prompt_for(self, history: list[Message]) -> Prompt:
-        """The next prompt. With lore and memory: a first fit without recalled turns finds the window, turns
-        that left it are archived, then the prompt is fitted again with what the new message recalls."""
+    def prompt_for(self, history: list[Message], *, max_new_tokens: Optional[int] = None) -> Prompt:
+        """The next prompt, leaving room for max_new_tokens. With lore and memory: a first fit without recalled
+        turns finds the window, turns that left it are archived, then the prompt is fitted again with what the
+        new message recalls."""
+        budget = self.budget(max_new_tokens)
         if self.context is None:
-            return self._fit(history, NO_CONTEXT)
-        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False))
-        return self._fit(history, self.context.build(history, self.kept_from))
+            return self._fit(history, NO_CONTEXT, budget)
+        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
+        return self._fit(history, self.context.build(history, self.kept_from), budget)
 
     def _prefix_ids(self, prompt: Prompt) -> list[int]:
         """The persona's fixed prefix of `prompt`: the system turn and the greeting."""
         fixed = prompt.messages[:2] if len(prompt.messages) > 1 and prompt.messages[1]["role"] == "assistant" \
             else prompt.messages[:1]
-        _, ids = render(self.lm.tokenizer, fixed, 0 if self.soft is None else self.soft.shape[0],
+        _, ids = render(self.tokenizer, fixed, 0 if self.soft is None else self.soft.shape[0],
                         add_generation_prompt=False)
         return prompt.ids[:common_prefix_length(ids, prompt.ids)]
 
-    def _generate(self, history: list[Message], cancel: Optional[threading.Event]) -> Iterator[str]:
-        prompt = self.prompt_for(history)
+    def _generate(self, history: list[Message], cancel: Optional[threading.Event],
+                  sampling: Optional[SamplingOptions]) -> Iterator[str]:
+        sampling = sampling or self.sampling
+        prompt = self.prompt_for(history, max_new_tokens=sampling.max_new_tokens)
         shared = None
         if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.persona.slug, shared):
                 shared = None  # adopted: nothing to remember
-        stream = ReplyStream(self.decoder, self.lm.tokenizer, prompt.ids, self.sampling,
-                             stop_strings(self.persona.card, self.user_name), cancel)
+        stream = ReplyStream(self.decoder, self.tokenizer, prompt.ids, sampling, self.stops, cancel)
         text = ""
         for piece in _strip_name_prefix(iter(stream), self.persona.card.name):
             text += piece
@@ -150,12 +153,16 @@ class ChatSession:
         if shared:
             self.prefixes.remember(self.decoder, self.persona.slug, shared)
 
-    def reply(self, text: str, *, cancel: Optional[threading.Event] = None) -> Iterator[str]:
-        """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled)."""
+    def reply(self, text: str, *, cancel: Optional[threading.Event] = None,
+              sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
+        """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled).
+
+        sampling: this reply's options (see `options`); default the session's.
+        """
         if not text.strip():
             raise ValueError("the message is empty")
         history = self.messages + [Message("user", text)]
-        yield from self._generate(history, cancel)
+        yield from self._generate(history, cancel, sampling)
         self.store.append_turn(self.id, text, self._last_text)
         self.messages = history + [Message("assistant", self._last_text)]
 
@@ -164,14 +171,46 @@ class ChatSession:
         """True when the conversation ends with a user message and its reply."""
         return len(self.messages) >= 2 and self.messages[-1].role == "assistant" and self.messages[-2].role == "user"
 
-    def retry(self, *, cancel: Optional[threading.Event] = None) -> Iterator[str]:
+    def retry(self, *, cancel: Optional[threading.Event] = None,
+              sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
         """Regenerates the last reply and replaces it."""
         if not self.can_retry:
             raise ValueError("there is no reply to retry yet")
         history = self.messages[:-1]
-        yield from self._generate(history, cancel)
-        self.store.replace_last_reply(self.id, self._last_text)
-        self.messages = history + [Message("assistant", self._last_text)]
+        yield from self._generate(history, cancel, sampling)
+        self.correct_last_reply(self._last_text)
+
+    def correct_last_reply(self, text: str) -> None:
+        """The last reply becomes `text`, in memory and in the store (a client's stop string cut it shorter)."""
+        if not self.messages or self.messages[-1].role != "assistant":
+            raise ValueError("the conversation does not end with a reply")
+        self.store.replace_last_reply(self.id, text)
+        self.messages = self.messages[:-1] + [Message("assistant", text)]
+
+    def replace_history(self, messages: list[Message]) -> None:
+        """The conversation so far is `messages` (an API client resent or edited it); nothing is stored.
+
+        When it does not extend the history the last prompt was built from, that prompt's drop point is
+        forgotten. The KV cache keeps whatever token prefix the new prompt shares with it.
+        """
+        if list(messages[:len(self.messages)]) != self.messages:
+            self.kept_from = 0
+        self.messages = list(messages)
+
+    def fork(self, greeting: str, turns: list[tuple[str, str]]) -> int:
+        """Stores `greeting` and (user, reply) `turns` as a new conversation of this persona and channel, and
+        continues there (memory follows it); the old one stays as it was. Returns the new session id."""
+        new_id = self.store.fork_session(self.id, greeting, turns)
+        self.id = new_id
+        if self.context is not None:
+            self.context.session_id = new_id
+        self.messages = self.store.messages(new_id)
+        self.kept_from = 0
+        return new_id
+
+    def close(self) -> None:
+        """Frees the KV cache (the history stays in the store); the session still works and recomputes its prompt."""
+        self.decoder.reset()
 
     # --- lore and memory (agent/chat/context.py) --------------------------------------------------
     def _needs_context(self):

@@ -1,6 +1,6 @@
 """The running summary of a long chat: the LM folds turns that left the context window into a short text.
 
-`summarize(lm, previous, turns, ...)` is one greedy generation with its own decoder, so the session's KV
+`summarize(backend, previous, turns, ...)` is one greedy generation with its own decoder, so the session's KV
 cache is untouched. The summary sits after the greeting (agent/chat/context.py); it changes only when
 turns are dropped, and a drop already moves everything after the greeting.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .decoding import CachedDecoder, ReplyStream
+from .decoding import ReplyStream
 from .sampling import SamplingOptions
+from .template import turn_markers
 
 INSTRUCTION = (
     "You keep notes on a role-play chat between {user} and {char}. Update the notes with the new lines: "
@@ -33,16 +34,16 @@ def summary_prompt(tokenizer, previous: str, turns: Sequence[str], *, user: str,
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def summarize(lm, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int,
-              eos_token_ids: tuple[int, ...], decoder=None) -> str:
+def summarize(backend, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int) -> str:
     """The updated running summary (greedy, at most max_tokens). Falls back to `previous` if the LM writes nothing.
 
-    decoder: a fresh one from the chat backend (llama.cpp when chat runs there); default: transformers on lm.model.
+    backend: the chat backend (agent/chat/backends.py); the summary is written by a fresh decoder of its own.
     """
-    ids = summary_prompt(lm.tokenizer, previous, turns, user=user, char=char, max_tokens=max_tokens)
+    tokenizer = backend.tokenizer
+    ids = summary_prompt(tokenizer, previous, turns, user=user, char=char, max_tokens=max_tokens)
     options = SamplingOptions(max_new_tokens=max_tokens, temperature=0.0, repetition_penalty=1.15,
-                              eos_token_ids=eos_token_ids)
-    stream = ReplyStream(decoder or CachedDecoder(lm.model, reuse_cache=False), lm.tokenizer, ids, options,
-                         stop_strings=("<|im_end|>", "<|eot_id|>", "<end_of_turn>"))
+                              eos_token_ids=backend.stop_token_ids)
+    stream = ReplyStream(backend.new_decoder(reuse_cache=False), tokenizer, ids, options,
+                         stop_strings=turn_markers(tokenizer))
     text = "".join(stream).strip()
     return text or previous

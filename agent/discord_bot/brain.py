@@ -7,7 +7,6 @@ Methods that touch the models (`answer`, `retry`, commands) block: call them on 
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..agent import Agent
+from ..chat.pool import MAX_SESSIONS, SessionPool
 from .messages import split_message
 from .settings import ChannelSettings
 
@@ -74,12 +74,12 @@ class RateLimiter:
 
 
 class DiscordBrain:
-    def __init__(self, agent: Agent, *, rate: Optional[RateLimiter] = None):
+    def __init__(self, agent: Agent, *, rate: Optional[RateLimiter] = None, max_sessions: int = MAX_SESSIONS):
         self.agent = agent
         self.settings = ChannelSettings(agent.home.database)
         self.rate = rate or RateLimiter()
-        self._sessions: dict[str, object] = {}  # channel key -> ChatSession, used on the model thread only
-        self._lock = threading.Lock()
+        # channel key -> ChatSession; the least recently used channels' sessions close (their history stays)
+        self.sessions = SessionPool(max_sessions=max_sessions)
 
     # -- routing (cheap: safe on the event loop) --
 
@@ -106,13 +106,13 @@ class DiscordBrain:
     # -- model work (blocking: run on the model thread) --
 
     def session(self, channel_id: int, user_name: Optional[str] = None, *, fresh: bool = False):
+        """This channel's conversation: the open one, else its latest stored one resumed (fresh: a new one)."""
         key = channel_key(channel_id)
-        with self._lock:
-            if fresh or key not in self._sessions:
-                persona = self.settings.get(key).persona
-                self._sessions[key] = self.agent.open_session(persona, resume=not fresh, channel=key,
-                                                              user_name=user_name)
-            return self._sessions[key]
+        if fresh:
+            self.sessions.drop(key)
+        persona = self.settings.get(key).persona
+        return self.sessions.open(key, lambda: self.agent.open_session(persona, resume=not fresh, channel=key,
+                                                                       user_name=user_name))
 
     def answer(self, msg: Incoming) -> Outgoing:
         """Transcribes any audio, then the persona's reply to the text and what was said."""
@@ -161,8 +161,7 @@ class DiscordBrain:
     def set_persona(self, channel_id: int, name: str) -> str:
         persona = self.agent.personas.get(name)  # UnknownPersona names what it looked for
         self.settings.update(channel_key(channel_id), persona=persona.slug)
-        with self._lock:
-            self._sessions.pop(channel_key(channel_id), None)  # the next message resumes this persona's session here
+        self.sessions.drop(channel_key(channel_id))  # the next message resumes this persona's session here
         return f"**{persona.name}** now answers in this channel."
 
     def persona_list(self) -> str:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import write_atomically
 from ..persona.store import Persona
 from .encoders import MODALITIES, ModalityTokens, PersonaEncoder
 
@@ -72,12 +71,4 @@ class EmbeddingCache:
 
     def _write(self, file: Path, tokens: torch.Tensor, metadata: dict[str, str]) -> None:
         """Written to a temp file beside `file`, then renamed, so a reader never sees half a file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".writing-", suffix=".safetensors", dir=self.folder)
-        os.close(fd)
-        try:
-            save_file({"tokens": tokens.contiguous()}, tmp, metadata=metadata)
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(file, lambda tmp: save_file({"tokens": tokens.contiguous()}, tmp, metadata=metadata))

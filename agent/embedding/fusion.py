@@ -1,14 +1,12 @@
 """Fusion adapters: a persona's modality tokens -> K soft-prompt vectors of the LM's width, at its embedding norm.
 
 `build_fusion` picks the adapter named by fusion.type from FUSIONS; `save_adapter` / `load_adapter` keep one
-in a single safetensors file that rebuilds it alone. The K vectors go to `soft_prompt.insert_soft_prompt`.
+in a single safetensors file that rebuilds it alone. The K vectors enter the LM through `soft_prompt.pieces`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -18,8 +16,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import write_atomically
 from .config import FusionConfig
 from .encoders import MODALITIES, ModalityTokens
+from .soft_prompt import at_norm
 
 ADAPTER_FORMAT = "personae-fusion-adapter"  # safetensors metadata "format" of a saved adapter
 ADAPTER_VERSION = "1"
@@ -73,15 +73,18 @@ class Fusion(nn.Module):
 
     def rescale(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, K, d_lm) -> the same directions, each vector `target_norm` long."""
-        return x * (self.target_norm / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        return at_norm(x, self.target_norm)
+
+    def soft_prompts(self, batch: Sequence[dict[str, ModalityTokens]]) -> torch.Tensor:
+        """Personas' modality tokens -> their soft prompts, shape (B, K, d_lm), on the adapter's device and dtype."""
+        media, mask = collate(batch, self.dims)
+        param = self.target_norm
+        return self({m: x.to(param.device, param.dtype) for m, x in media.items()},
+                    {m: x.to(param.device) for m, x in mask.items()})
 
     def soft_prompt(self, modalities: dict[str, ModalityTokens]) -> torch.Tensor:
-        """One persona's modality tokens -> its soft prompt, shape (K, d_lm), on the adapter's device and dtype."""
-        media, mask = collate([modalities], self.dims)
-        param = self.target_norm
-        media = {m: x.to(param.device, param.dtype) for m, x in media.items()}
-        mask = {m: x.to(param.device) for m, x in mask.items()}
-        return self(media, mask)[0]
+        """One persona's modality tokens -> its soft prompt, shape (K, d_lm)."""
+        return self.soft_prompts([modalities])[0]
 
 
 class CrossAttention(nn.Module):
@@ -281,15 +284,7 @@ def save_adapter(path: Path, fusion: Fusion) -> Path:
     metadata = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "d_lm": str(fusion.d_lm),
                 "config": json.dumps(dataclasses.asdict(fusion.config)), "dims": json.dumps(fusion.dims)}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in fusion.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".saving-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(weights, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
     return path
 
 

@@ -1,44 +1,64 @@
-"""Splices the persona's soft-prompt vectors into the LM's input embeddings: the one place they enter the LM.
+"""Where a persona's soft-prompt vectors enter the LM: the one splice every backend and the training loop use.
 
-Hands the LM `inputs_embeds` with the K vectors inserted, and the attention mask and labels grown to match.
+A prompt marks K soft slots with placeholder ids -1..-K (`soft_placeholders`; id -k stands for soft[k - 1]).
+`pieces(ids, soft)` cuts such a prompt into token runs and runs of soft vectors, in order: llama.cpp decodes
+them as token and embedding batches, `inputs_embeds` joins them into the transformers LM's input embeddings
+(chat decoding and training), and the engine backend sends them as vLLM prompt_embeds. `at_norm` keeps soft
+vectors at the length of real token embeddings. torch is imported only where tensors are made.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-IGNORE_INDEX = -100  # label value the LM's loss skips
+
+def soft_placeholders(k: int) -> list[int]:
+    """Placeholder ids for K soft vectors: -1 is vector 0, -2 vector 1, ..."""
+    return [-(i + 1) for i in range(k)]
 
 
-def insert_soft_prompt(inputs_embeds: torch.Tensor, soft: torch.Tensor, attention_mask: torch.Tensor,
-                       labels: Optional[torch.Tensor] = None, position: int = 0):
-    """Inserts `soft` before token `position` of every row. Pure: the inputs are not changed.
+def pieces(ids: Sequence[int], soft: Optional[Any]) -> list[tuple[bool, Any]]:
+    """ids with soft slots -> [(is_soft, piece)] in order: a list of token ids, or soft's rows for a run of slots.
 
-    inputs_embeds: (B, T, d); soft: (K, d) or (B, K, d), cast to inputs_embeds' dtype and device;
-    attention_mask: (B, T); labels: (B, T) or None; position: 0 <= position <= T (0 = before everything).
-    Returns (embeds (B, T+K, d), attention_mask (B, T+K) with ones at the soft slots,
-    labels (B, T+K) with -100 at the soft slots, or None). One position serves the whole batch, so pad
-    batches on the right, or the soft slots land at different places relative to each row's text.
+    soft: (K, d) torch tensor or numpy array (rows are taken by indexing, so autograd flows through them);
+    ValueError when the ids hold slots and soft is None, or a slot beyond K.
     """
-    B, T, d = inputs_embeds.shape
-    if soft.dim() == 2:
-        soft = soft[None]  # (1, K, d)
-    if soft.dim() != 3 or soft.shape[-1] != d or soft.shape[0] not in (1, B):
-        raise ValueError(f"soft prompt of shape {tuple(soft.shape)} does not fit embeddings of shape {(B, T, d)}; "
-                         f"expected (K, {d}) or ({B}, K, {d})")
-    if attention_mask.shape != (B, T) or (labels is not None and labels.shape != (B, T)):
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} and labels must have shape {(B, T)}")
-    if not 0 <= position <= T:
-        raise ValueError(f"soft prompt position {position} is outside 0..{T}")
-    K = soft.shape[1]
-    soft = soft.to(dtype=inputs_embeds.dtype, device=inputs_embeds.device).expand(B, K, d)  # (B, K, d)
+    out, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i < len(ids) and (ids[i] < 0) == (ids[start] < 0):
+            continue
+        run = list(ids[start:i])
+        if run[0] < 0:
+            if soft is None:
+                raise ValueError("the prompt has soft-prompt slots but no soft prompt was given")
+            rows = [-t - 1 for t in run]
+            if max(rows) >= len(soft):
+                raise ValueError(f"soft slot {-max(rows) - 1} is beyond the {len(soft)} soft vectors given")
+            out.append((True, soft[rows]))  # (n, d)
+        else:
+            out.append((False, run))
+        start = i
+    return out
 
-    def splice(x: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x[:, :position], middle, x[:, position:]], dim=1)
 
-    embeds = splice(inputs_embeds, soft)  # (B, T+K, d)
-    mask = splice(attention_mask, attention_mask.new_ones(B, K))  # (B, T+K)
-    if labels is not None:
-        labels = splice(labels, labels.new_full((B, K), IGNORE_INDEX))  # (B, T+K)
-    return embeds, mask, labels
+def inputs_embeds(table: "torch.nn.Module", ids: "torch.Tensor", soft: Optional["torch.Tensor"]) -> "torch.Tensor":
+    """The LM's input embeddings for ids (T,) or (B, T), soft slots filled from soft (K, d) or per row (B, K, d).
+
+    table: the LM's input embedding (`model.get_input_embeddings()`). Returns (T, d) or (B, T, d) in its dtype.
+    """
+    import torch
+
+    if ids.dim() == 2:
+        rows = [soft[i] if soft is not None and soft.dim() == 3 else soft for i in range(ids.shape[0])]
+        return torch.stack([inputs_embeds(table, row, s) for row, s in zip(ids, rows)])  # (B, T, d)
+    weight = table.weight
+    parts = [piece.to(weight.device, weight.dtype) if is_soft else table(torch.tensor(piece, device=weight.device))
+             for is_soft, piece in pieces(ids.tolist(), soft)]  # (n_i, d) each
+    return torch.cat(parts)  # (T, d)
+
+
+def at_norm(vectors: "torch.Tensor", norm) -> "torch.Tensor":
+    """(..., d) vectors rescaled to L2 length `norm` each, directions kept (soft prompts live at the embeddings' norm)."""
+    return vectors * (norm / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-6))

@@ -1,60 +1,36 @@
-"""Conditioning modes: how a persona reaches the LM (card text, its summary, soft prompt, both, or nothing) in evaluation.
+"""A conditioning mode (agent/conditioning.py) applied to evaluation personas: their cards, soft prompts, prompts.
 
-A `Conditioning` gives, for each persona, the card its prompt is built from (with the card text, or only
-the one-line default system prompt) and its (K, d_lm) soft prompt; the metrics render prompts through
-the chat path's own `fit_prompt`, so what is scored is what a chat would see.
+A `Conditioning` gives, for each persona, the card its prompt is built from (`shown_card`: with the card text,
+or only the one-line default system prompt) and its (K, d_lm) soft prompt; the metrics render prompts
+through the chat path's own `fit_prompt`, so what is scored is what a chat would see.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from ..chat.prompt import Message, Prompt, build_messages, fit_prompt, render
-from ..embedding.encoders import MODALITIES, ModalityTokens
+from ..conditioning import MODES, Mode, shown_card
+from ..embedding.encoders import MODALITIES, ModalityTokens, PersonaEncoder
 from ..persona.card import CharacterCard
 from ..persona.store import Persona
 
-NEUTRAL_NAME = "the character"  # {{char}} in the name-free baseline: the same words for every persona
 PROBE_TURN = "Hello."  # the user turn that prices the post-history instructions in `prompt_tokens`
+__all__ = ["MODES", "Mode", "Conditioning", "PersonaModalities", "SoftPrompts"]  # the registry is agent/conditioning.py
 
-
-@dataclass(frozen=True)
-class Mode:
-    card_text: bool  # the card's fields fill the system turn and its post-history instructions follow each user turn
-    fusion: str  # "" no soft prompt | "attention": EvalConfig.adapter | "weighted": EvalConfig.weighted_adapter
-    named: bool  # False: {{char}} becomes NEUTRAL_NAME, so not even the name tells personas apart
-    about: str  # one line for the table and the JSON
-    summary: bool = False  # the card text is the card cut to embedding.summary_tokens (agent/persona/summary.py)
-
-
-# Without card text the system turn is the chat path's one-line DEFAULT_SYSTEM_PROMPT ("You are {{char}}. ...")
-# and the card's post-history instructions are left out too: they are card text (they often restate the
-# character), and "soft" is meant to carry the persona with no card text at all. The greeting (first_mes)
-# is card text as well, so no mode starts its chats with it.
-MODES = {
-    "none": Mode(False, "", False, "no conditioning: the one-line system prompt with a neutral name"),
-    "name": Mode(False, "", True, "the one-line system prompt with the character's name, nothing else"),
-    "card": Mode(True, "", True, "the card text in the system turn (the chat default)"),
-    "summary": Mode(True, "", True, "the card cut to its first embedding.summary_tokens tokens, no soft prompt",
-                    summary=True),
-    "soft": Mode(False, "attention", True, "K soft vectors from the attention adapter, no card text"),
-    "soft+card": Mode(True, "attention", True, "K soft vectors from the attention adapter and the card text"),
-    "weighted": Mode(False, "weighted", True, "K soft vectors from the weighted-fusion baseline, no card text"),
-    "weighted+card": Mode(True, "weighted", True, "K soft vectors from the weighted-fusion baseline and the card text"),
-}
 
 
 class PersonaModalities:
-    """persona -> its modality tokens, through the agent's persona encoder and on-disk embedding cache; memoised.
+    """persona -> its modality tokens, through a persona encoder and the on-disk embedding cache; memoised.
 
-    The encoder (and with it Whisper, and CLIP when enabled) is built on first use.
+    encoder: builds the `PersonaEncoder` (and with it Whisper, and CLIP when enabled) on first use;
+    cache_dir: the embedding cache's folder.
     """
 
-    def __init__(self, agent):
-        self.agent = agent
+    def __init__(self, encoder: Callable[[], PersonaEncoder], cache_dir):
+        self._build, self.cache_dir = encoder, cache_dir
         self._encoder = None
         self._cache = None
         self._tokens: dict[str, dict[str, ModalityTokens]] = {}
@@ -64,8 +40,8 @@ class PersonaModalities:
             if self._encoder is None:
                 from ..embedding.cache import EmbeddingCache
 
-                self._encoder = self.agent._persona_encoder()
-                self._cache = EmbeddingCache(self.agent.home.cache_dir("embeddings"))
+                self._encoder = self._build()
+                self._cache = EmbeddingCache(self.cache_dir)
             self._tokens[persona.slug] = self._cache.encode(persona, self._encoder)
         return self._tokens[persona.slug]
 
@@ -104,14 +80,14 @@ class Conditioning:
 
     def __init__(self, name: str, mode: Mode, soft_prompts: Optional[SoftPrompts] = None, drop: Sequence[str] = (),
                  summarise: Optional[Callable[[CharacterCard], CharacterCard]] = None):
-        if mode.fusion and soft_prompts is None:
-            raise ValueError(f"mode {name!r} needs soft prompts from a {mode.fusion} adapter")
+        if mode.soft and soft_prompts is None:
+            raise ValueError(f"mode {name!r} needs soft prompts from a {mode.adapter} adapter")
         if mode.summary and summarise is None:
             raise ValueError(f"mode {name!r} needs the card summary (summarise=)")
-        if drop and not mode.fusion:
+        if drop and not mode.soft:
             raise ValueError(f"mode {name!r} has no soft prompt to drop modalities from")
         self.name, self.mode, self.drop = name, mode, tuple(drop)
-        self.soft_prompts = soft_prompts if mode.fusion else None
+        self.soft_prompts = soft_prompts if mode.soft else None
         self.summarise = summarise if mode.summary else None
 
     @property
@@ -119,15 +95,8 @@ class Conditioning:
         return self.mode.card_text
 
     def card(self, persona: Persona) -> CharacterCard:
-        """The card the prompt is built from: the persona's own, or one with no text beyond the name."""
-        card = persona.card
-        if self.summarise is not None:
-            card = self.summarise(card)
-        if not self.mode.card_text:
-            card = dataclasses.replace(card, post_history_instructions="")
-        if not self.mode.named:
-            card = dataclasses.replace(card, name=NEUTRAL_NAME, nickname="")
-        return card
+        """The card the prompt is built from: the persona's own, its summary, or one with no text beyond the name."""
+        return shown_card(persona.card, self.mode, self.summarise)
 
     def persona(self, persona: Persona) -> Persona:
         """`persona` as this mode shows it to a `ChatSession`."""

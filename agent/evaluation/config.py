@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-MODE_NAMES = ("none", "name", "card", "summary", "soft", "soft+card", "weighted", "weighted+card")  # conditioning.MODES (a test keeps them equal)
+from ..conditioning import MODES
+
+MODE_NAMES = tuple(MODES)  # the registry in agent/conditioning.py
 DEFAULT_MODES = ("card", "summary", "soft", "soft+card", "weighted", "none", "name")  # name: what the name alone is worth
 
 
@@ -18,7 +20,7 @@ class EvalConfig:
     data_dir: str = "data"  # eval data in the data/README.md layout; relative to the repo root unless it exists as given
     adapter: str = "adapters/default.safetensors"  # attention adapter for soft, soft+card (where `personae train` writes it); "" takes embedding.adapter; a missing file skips those modes with a note
     weighted_adapter: str = "adapters/weighted.safetensors"  # weighted-fusion baseline for the weighted modes; "" or a missing file skips them with a note
-    modes: tuple[str, ...] = DEFAULT_MODES  # conditioning modes to evaluate (conditioning.MODES); card is always the fidelity teacher
+    modes: tuple[str, ...] = DEFAULT_MODES  # conditioning modes to evaluate (agent/conditioning.py MODES); card is always the fidelity teacher
     personas: int = 0  # held-out personas used (a seeded sample, kept in splits order); 0 = all of them
     reference_lines: int = 0  # reference lines per persona for identification (the first N); 0 = all
     n_turns: int = 3  # held-out user turns per persona for fidelity (seeded sample per persona)

@@ -6,7 +6,6 @@ they are the prompts a chat would build.
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 import tempfile
 import zlib
@@ -16,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..chat.backends import TransformersBackend
 from ..chat.decoding import CachedDecoder, cache_kwarg
 from ..chat.history import HistoryStore
 from ..chat.prompt import Message
@@ -165,8 +165,9 @@ def _session(lm: LoadedLM, conditioning: Conditioning, persona: Persona, store: 
              chat: ChatConfig) -> ChatSession:
     """A fresh chat as the product runs it, with no greeting (it is card text) and no shared prefix cache."""
     sid = store.create_session(persona.slug, "")
-    return ChatSession(persona=conditioning.persona(persona), session_id=sid, lm=lm, store=store, chat=chat,
-                       user_name=chat.user_name, soft=conditioning.soft(persona), with_card=conditioning.with_card)
+    return ChatSession(persona=conditioning.persona(persona), session_id=sid, backend=TransformersBackend(lm),
+                       store=store, chat=chat, user_name=chat.user_name, soft=conditioning.soft(persona),
+                       with_card=conditioning.with_card)
 
 
 def _reply(session: ChatSession, turn: str, *seed_parts) -> str:
@@ -176,8 +177,7 @@ def _reply(session: ChatSession, turn: str, *seed_parts) -> str:
     replies start alike ("The ..."); every mode gets the same seeds, so modes are compared pairwise.
     """
     seed = zlib.crc32("/".join(map(str, (session.chat.seed, *seed_parts))).encode())
-    session.sampling = dataclasses.replace(session.sampling, seed=seed)
-    return "".join(session.reply(turn))
+    return "".join(session.reply(turn, sampling=session.options(seed=seed)))
 
 
 def drift(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Persona], turns: Sequence[str], *,

@@ -1,4 +1,4 @@
-"""`evaluate(agent, EvalConfig)`: every metric for every conditioning mode on held-out data, the ablation and the targets.
+"""`evaluate(lm, config, EvalConfig)`: every metric for every conditioning mode on held-out data, the ablation and targets.
 
 Hands a JSON-ready dict to `format_table` (the printed table), `plot` (drift over turns and identification
 per mode, PNG) and `save_json`. Nothing here is tuned on the held-out set: it only reads it.
@@ -9,12 +9,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..chat.sampling import SamplingOptions
-from ..chat.session import _eos_ids  # the chat's own end-of-turn ids, so the teacher stops where a chat would
-from ..embedding.encoders import MODALITIES
-from ..paths import REPO_ROOT
+from ..chat.template import stop_token_ids  # the chat's own end-of-turn ids, so the teacher stops where a chat would
+from ..config import Config
+from ..embedding.encoders import MODALITIES, PersonaEncoder
+from ..paths import REPO_ROOT, resolve_home
 from . import metrics
 from .conditioning import MODES, Conditioning, PersonaModalities, SoftPrompts
 from .config import EvalConfig
@@ -30,11 +31,11 @@ def _resolve(path: str) -> Path:
     return found if found.is_absolute() or found.exists() else REPO_ROOT / found
 
 
-def _adapters(agent, config: EvalConfig, notes: list[str]) -> dict[str, Optional[Path]]:
+def _adapters(embedding_adapter: str, config: EvalConfig, notes: list[str]) -> dict[str, Optional[Path]]:
     """fusion type -> adapter file, or None (with a note) when the modes that need it are skipped."""
-    wanted = {MODES[m].fusion for m in config.modes} - {""}
+    wanted = {MODES[m].adapter for m in config.modes} - {""}
     found: dict[str, Optional[Path]] = {}
-    refs = {"attention": ("soft", config.adapter or agent.config.embedding.adapter, "eval.adapter"),
+    refs = {"attention": ("soft", config.adapter or embedding_adapter, "eval.adapter"),
             "weighted": ("weighted", config.weighted_adapter, "eval.weighted_adapter")}
     for fusion in sorted(wanted):
         modes, ref, key = refs[fusion]
@@ -47,13 +48,16 @@ def _adapters(agent, config: EvalConfig, notes: list[str]) -> dict[str, Optional
     return found
 
 
-def build_conditionings(agent, config: EvalConfig, notes: list[str]) -> dict[str, Conditioning]:
-    """mode name -> Conditioning for every mode of config.modes that can run (the others get a note)."""
+def build_conditionings(lm, settings: Config, config: EvalConfig, notes: list[str], *,
+                        modalities: PersonaModalities) -> dict[str, Conditioning]:
+    """mode name -> Conditioning for every mode of config.modes that can run (the others get a note).
+
+    settings: the main config (embedding.adapter, embedding.summary_tokens); modalities: persona -> its tokens.
+    """
     from ..embedding.fusion import load_adapter
     from ..persona.summary import summary_card
 
-    adapters = _adapters(agent, config, notes)
-    modalities = PersonaModalities(agent)
+    adapters = _adapters(settings.embedding.adapter, config, notes)
     soft_prompts: dict[str, SoftPrompts] = {}
     for fusion, path in adapters.items():
         if path is None:
@@ -61,18 +65,18 @@ def build_conditionings(agent, config: EvalConfig, notes: list[str]) -> dict[str
         adapter = load_adapter(path)
         if adapter.config.type != fusion:
             notes.append(f"the {fusion} modes read {path.name}, a {adapter.config.type} adapter")
-        soft_prompts[fusion] = SoftPrompts(adapter, modalities, device=agent.lm.device, dtype=agent.lm.model.dtype)
-    tokens = agent.config.embedding.summary_tokens
+        soft_prompts[fusion] = SoftPrompts(adapter, modalities, device=lm.device, dtype=lm.model.dtype)
+    tokens = settings.embedding.summary_tokens
 
     def summarise(card):
-        return summary_card(card, agent.lm.tokenizer, tokens)
+        return summary_card(card, lm.tokenizer, tokens)
 
     out = {}
     for name in config.modes:
         mode = MODES[name]
-        if mode.fusion and mode.fusion not in soft_prompts:
+        if mode.soft and mode.adapter not in soft_prompts:
             continue
-        out[name] = Conditioning(name, mode, soft_prompts.get(mode.fusion), summarise=summarise if mode.summary else None)
+        out[name] = Conditioning(name, mode, soft_prompts.get(mode.adapter), summarise=summarise if mode.summary else None)
     return out
 
 
@@ -182,25 +186,33 @@ def _ablation_results(lm, ablation: dict, data: EvalData, fid: dict, *, user: st
     return dropped
 
 
-def evaluate(agent, config: EvalConfig = EvalConfig(), *, progress: bool = True,
+def evaluate(lm, settings: Config, config: EvalConfig = EvalConfig(), *, home=None,
+             encoder: Optional[Callable[[], PersonaEncoder]] = None, progress: bool = True,
              embed: Optional[Embedder] = None) -> dict:
-    """Runs every metric for every mode of `config` with `agent`'s LM, encoders and chat settings.
+    """Runs every metric for every mode of `config` with the LM `lm` (`LoadedLM`) and `settings`' chat options.
 
-    embed: texts -> unit vectors for drift (default: MiniLM from agent.config.embedder). Returns the
-    JSON-ready results: config, held_out, chance, modes{name: metrics}, ablation, targets, notes, seconds.
+    settings: the main `Config` (chat, embedding, encoders); home: the personae home or its folder (the
+    embedding cache); encoder: builds the `PersonaEncoder` on first use (default: the one settings names).
+    embed: texts -> unit vectors for drift (default: MiniLM from settings.embedder). Returns the JSON-ready
+    results: config, held_out, chance, modes{name: metrics}, ablation, targets, notes, seconds.
     """
+    from ..embedding.load import load_persona_encoder
+
     clock, notes = _Clock(), []
+    home = resolve_home(home)
     data = load_eval_data(_resolve(config.data_dir), personas=config.personas,
                           reference_lines=config.reference_lines, seed=config.seed)
-    lm, chat = agent.lm, agent.config.chat
-    conditionings = build_conditionings(agent, config, notes)
-    embed = embed or load_embedder(agent.config.embedder.name_or_path)
+    chat = settings.chat
+    modalities = PersonaModalities(encoder or (lambda: load_persona_encoder(settings, lm, home=home)),
+                                   home.cache_dir("embeddings"))
+    conditionings = build_conditionings(lm, settings, config, notes, modalities=modalities)
+    embed = embed or load_embedder(settings.embedder.name_or_path)
     ablation = _ablation_students(conditionings, data, notes) if config.ablation else {}
 
     teacher = conditionings.get(TEACHER) or Conditioning(TEACHER, MODES[TEACHER])
     cases = [(p, turn) for p in data.personas for turn in data.sample_turns(config.n_turns, f"{config.seed}-{p.slug}")]
     options = SamplingOptions(max_new_tokens=config.reply_tokens, temperature=0.0,
-                              repetition_penalty=chat.repetition_penalty, eos_token_ids=_eos_ids(lm.tokenizer, lm.model))
+                              repetition_penalty=chat.repetition_penalty, eos_token_ids=stop_token_ids(lm.tokenizer, lm.model.generation_config))
     fid = clock("fidelity", metrics.fidelity, lm, teacher, {**conditionings, **ablation.get("students", {})}, cases,
                 user=chat.user_name, options=options, progress=progress)
     modes = {}
@@ -212,7 +224,7 @@ def evaluate(agent, config: EvalConfig = EvalConfig(), *, progress: bool = True,
     dropped = _ablation_results(lm, ablation, data, fid, user=chat.user_name, clock=clock, progress=progress)
     return {
         "config": {**dataclasses.asdict(config), "lm": lm.source, "user": chat.user_name, "teacher": TEACHER,
-                   "summary_tokens": agent.config.embedding.summary_tokens, "modes_run": list(conditionings)},
+                   "summary_tokens": settings.embedding.summary_tokens, "modes_run": list(conditionings)},
         "held_out": {"personas": [p.slug for p in data.personas], "user_turns": len(data.turns),
                      "adversarial_turns": len(data.adversarial),
                      "reference_lines": sum(len(v) for v in data.references.values())},

@@ -30,6 +30,20 @@ HELP = """commands:
 
 
 @contextmanager
+def _ctrl_c_interrupts():
+    """While the chat runs, Ctrl-C raises KeyboardInterrupt, even when the process was started with SIGINT
+    ignored (a background job `cmd &` inherits that); the handler before is put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _ctrl_c_cancels(cancel: threading.Event):
     """While a reply streams, Ctrl-C sets `cancel` instead of raising KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
@@ -43,9 +57,10 @@ def _ctrl_c_cancels(cancel: threading.Event):
 
 
 class TerminalChat:
-    def __init__(self, agent: Agent, *, out: TextIO = sys.stdout, err: Optional[Console] = None, voice: bool = False):
+    def __init__(self, agent: Agent, *, out: Optional[TextIO] = None, err: Optional[Console] = None,
+                 voice: bool = False):
         self.agent = agent
-        self.out = out
+        self.out = out or sys.stdout  # read when the chat starts, not when this module was imported
         self.err = err or Console(stderr=True, highlight=False)
         self.session = None
         self.voice = voice  # speak every reply, sentence by sentence, while it is written
@@ -210,6 +225,10 @@ class TerminalChat:
         self._stream(lambda cancel: self.session.reply(text, cancel=cancel))
 
     def loop(self, read=input) -> int:
+        with _ctrl_c_interrupts():
+            return self._loop(read)
+
+    def _loop(self, read) -> int:
         prompt = f"{self.session.user_name}> "
         while True:
             try:

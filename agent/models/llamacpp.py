@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ INSTALL = (f"scripts/install.sh in a checkout (it builds it with the right flags
 BATCH = 512  # tokens per llama_decode call; bounds the compute buffers, like PREFILL_CHUNK for transformers
 MAX_SEQUENCES = 64  # sessions and shared prefixes held at once; the least recently used is evicted past this
 
+log = logging.getLogger(__name__)
 _backend_ready = False
 _quiet_log = None  # the log callback must outlive every llama.cpp call, so it is kept here
 
@@ -60,8 +62,7 @@ def _init_backend(llama_cpp) -> None:
     @llama_cpp.llama_log_callback
     def quiet(level, text, _user_data):
         if level == 3:  # GGML_LOG_LEVEL_ERROR
-            import sys
-            print(f"[llama.cpp] {text.decode('utf-8', 'replace').rstrip()}", file=sys.stderr, flush=True)
+            log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
     _quiet_log = quiet
     llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))

@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,13 @@ from typing import Optional
 
 import torch
 
+from ..atomic import staging_folder
 from .packages import MissingWeights, is_package_ref, resolve_package_ref
 
 RANDOM_SCHEME = "random:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantises a GGUF into a transformers folder at `target` (written to a temp folder, then renamed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[personae] converting {gguf.name} to a transformers model (once; cached in {target.parent})",
-          file=sys.stderr, flush=True)
+    log.info("converting %s to a transformers model (once; cached in %s)", gguf.name, target.parent)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model carries quantizer marks that make save_pretrained refuse; the weights are plain fp32.
@@ -74,15 +75,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.is_quantized = False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staging_folder(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, device: str) -> LoadedLM:

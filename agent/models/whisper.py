@@ -8,9 +8,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import logging
 import os
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,15 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
+from ..atomic import write_atomically
 from ..paths import resolve_home
 from .ct2_whisper import convert_ct2_whisper
 from .packages import is_package_ref, package_folder, resolve_package_ref, MissingWeights
 
 CONVERTER_VERSION = 1  # part of the cache key: bump it when ct2_whisper's output changes
 RANDOM_SCHEME = "random:"
+
+log = logging.getLogger(__name__)
 
 # `random:<size>` -> the dimensions of a randomly initialised model, for tests
 RANDOM_MODELS = {
@@ -100,16 +102,8 @@ def _cache_key(files: Sequence[Path]) -> str:
 
 def _write_checkpoint(checkpoint: dict, target: Path) -> None:
     """torch.save to a temp file beside `target`, then rename, so readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".converting-", suffix=".pt", dir=target.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the weights it came from
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # temp files start private (0600); a cache is as readable as the weights it came from
+    write_atomically(target, lambda tmp: torch.save(checkpoint, tmp), mode=0o644)
 
 
 def converted_checkpoint(label: str, parts: Sequence[Path], config: Optional[Path], cache_dir: Path) -> Path:
@@ -122,12 +116,10 @@ def converted_checkpoint(label: str, parts: Sequence[Path], config: Optional[Pat
     if target.is_file():
         return target
     start = time.perf_counter()
-    print(f"[personae] converting CTranslate2 Whisper {parts[0].parent} to openai-whisper "
-          f"(once; cached as {target})", file=sys.stderr, flush=True)
+    log.info("converting CTranslate2 Whisper %s to openai-whisper (once; cached as %s)", parts[0].parent, target)
     checkpoint = convert_ct2_whisper(parts, config)
     _write_checkpoint(checkpoint, target)
-    print(f"[personae] converted {len(checkpoint['model_state_dict'])} tensors in "
-          f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    log.info("converted %d tensors in %.1f s", len(checkpoint["model_state_dict"]), time.perf_counter() - start)
     return target
 
 

@@ -11,13 +11,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import struct
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Optional
 
+from agent.atomic import write_bytes_atomically
 from agent.config import CardLimits
 from agent.persona.card import CardError, CharacterCard
 
@@ -312,11 +312,8 @@ def write_card(card: CharacterCard, portrait: Optional[bytes], path: str | Path,
         data = _charx_bytes(card, portrait, str(path))
     else:
         raise CardError(f"{path}: unknown card format {fmt!r} (valid: {', '.join(FORMATS)})")
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        write_bytes_atomically(path, data)
     except OSError as e:
-        partial.unlink(missing_ok=True)
         raise CardError(f"{path}: can't write the card: {e.strerror or e}") from None
     return path

@@ -9,30 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
-import tempfile
+import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
+from ..atomic import write_text_atomically
 from .lorebook import LoreError, Lorebook, card_lorebook, load_lorebook, to_v3
 from .store import Persona, slugify
 
 ATTACHED_FILE = "attached.yaml"
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+log = logging.getLogger(__name__)
 
 
 class LoreLibrary:
@@ -44,7 +33,9 @@ class LoreLibrary:
         return slugify(name)
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.stem for p in self.folder.glob("*.json") if not p.name.startswith("."))  # not a half-written one
 
     def import_file(self, path: str | Path, *, name: Optional[str] = None, replace: bool = False) -> tuple[str, Lorebook]:
         """Reads a lorebook file (errors name the file and field) and stores it as <name>.json."""
@@ -55,7 +46,7 @@ class LoreLibrary:
         target = self.folder / f"{slug}.json"
         if target.exists() and not replace:
             raise LoreError(f"{path}: a lorebook {slug!r} already exists at {target}; use --replace or --name")
-        _write_atomic(target, json.dumps(to_v3(book), ensure_ascii=False, indent=1))
+        write_text_atomically(target, json.dumps(to_v3(book), ensure_ascii=False, indent=1))
         return slug, self.get(slug)
 
     def get(self, name: str) -> Lorebook:
@@ -89,7 +80,7 @@ class LoreLibrary:
         return {str(k): [str(b) for b in v] for k, v in tree.items()}
 
     def _save_attachments(self, tree: dict[str, list[str]]) -> None:
-        _write_atomic(self.folder / ATTACHED_FILE, yaml.safe_dump(tree, sort_keys=True))
+        write_text_atomically(self.folder / ATTACHED_FILE, yaml.safe_dump(tree, sort_keys=True))
 
     def attach(self, persona: str, name: str) -> None:
         self.get(name)  # exists?
@@ -113,7 +104,7 @@ class LoreLibrary:
             try:
                 books.append(card_lorebook(persona.card))
             except LoreError as e:  # the card was imported and chats fine without its book: say so, go on
-                print(f"[personae] the card's lorebook is not used: {e}", file=sys.stderr)
+                log.warning("the card's lorebook is not used: %s", e)
         seen = set()
         for name in [*self.attachments().get(persona.slug, []), *session_books]:
             if name not in seen:

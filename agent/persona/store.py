@@ -9,8 +9,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Optional
 
 import yaml
 
+from agent.atomic import staging_folder
 from agent.config import CardLimits
 from agent.paths import SHIPPED_PERSONAS, Home
 from agent.persona.card import CardError, CharacterCard, card_error
@@ -196,14 +195,11 @@ class PersonaStore:
             raise CardError(f"{path}: a persona {slug!r} already exists at {target}; "
                             "import with replace=True (--replace) to overwrite it, or pick another name")
         created_root = not root.exists()
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
         try:
-            save_persona(card, staging, portrait, {})
-            _move_into_place(staging, target)
+            with staging_folder(target) as staging:
+                save_persona(card, staging, portrait, {})
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            if created_root and not any(root.iterdir()):
+            if created_root and root.is_dir() and not any(root.iterdir()):
                 root.rmdir()
             raise
         return load_persona(target)
@@ -216,20 +212,3 @@ class PersonaStore:
             out = out / f"{persona.slug}.{fmt}"
         portrait = persona.portrait.read_bytes() if persona.portrait else None
         return write_card(persona.card, portrait, out, fmt)
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Renames `staging` to `target`, swapping out an existing `target` and putting it back on failure."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    graveyard = Path(tempfile.mkdtemp(prefix=".replaced-", dir=target.parent))
-    old = graveyard / target.name
-    os.rename(target, old)
-    try:
-        os.rename(staging, target)
-    except OSError:
-        os.rename(old, target)
-        raise
-    finally:
-        shutil.rmtree(graveyard, ignore_errors=True)

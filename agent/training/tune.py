@@ -1,133 +1,61 @@
 """Per-persona tuning: the adapter's soft prompt for one persona, refined as K free vectors on that persona alone.
 
 Starts from what the trained adapter gives the persona, distils its own card into the vectors on a handful
-of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` (read by `load_tuned`).
+of teacher replies, and writes them to `<home>/personas/<slug>/soft_prompt.safetensors` (agent/embedding/tuned.py).
 `fit_card_prompt` fits K vectors by another objective, reading the card's own text back from them (used by
 benchmarks/validation_identification.py; see docs/persona_embedding.md, run 7).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..embedding.cache import EmbeddingCache
-from ..embedding.fusion import load_adapter
-from ..persona.card import CharacterCard
+from ..embedding.load import adapter_path
+from ..embedding.soft_prompt import at_norm
+from ..embedding.tuned import card_fingerprint, save_tuned, tuned_path
 from ..persona.store import Persona
+from .batching import logits_at, pack, pad_id
 from .config import TrainConfig
 from .data import conversation, draw_turns, load_train_turns
-from .distill import distill_loss, logits_at, make_batch, mean_loss, pack, pad_id, student_examples, student_logits
+from .distill import distill_loss, make_batch, mean_loss, student_examples, student_logits
 from .teacher import precompute_teacher
 
-TUNED_FORMAT = "personae-tuned-soft-prompt"  # safetensors metadata "format" of a tuned soft prompt
-TUNED_VERSION = "1"
-TUNED_FILE = "soft_prompt.safetensors"  # its name inside the persona's folder under the personae home
 
+def tune_persona(lm, persona: Persona, adapter, encoder, config, *, home, steps: int = 30, lr: float = 3e-3,
+                 examples: int = 8, out: Optional[Path] = None, train_cfg: TrainConfig = TrainConfig()) -> dict:
+    """Fits K free vectors, initialised from `adapter`'s output for `persona`, to the persona's own teacher replies.
 
-@dataclass(frozen=True)
-class TunedPrompt:
-    soft: torch.Tensor  # (K, d_lm) float32, what replaces the adapter's output for this persona
-    persona: str  # the persona slug it was tuned for
-    lm: str  # the LM source it was tuned against; another LM must not use it
-    metadata: dict  # everything else saved with it (adapter, steps, losses)
-
-
-def tuned_path(home, slug: str) -> Path:
-    """Where `personae tune` keeps a persona's tuned soft prompt: <home>/personas/<slug>/soft_prompt.safetensors."""
-    return home.personas / slug / TUNED_FILE
-
-
-def card_fingerprint(card: CharacterCard) -> str:
-    """sha256 of every card field: a tuned soft prompt is only used with the card it was fitted to."""
-    fields = json.dumps(dataclasses.asdict(card), sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(fields.encode("utf-8")).hexdigest()
-
-
-def save_tuned(path: Path, soft: torch.Tensor, metadata: dict[str, str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".saving-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"soft_prompt": soft.detach().float().cpu().contiguous()}, tmp,
-                  metadata={"format": TUNED_FORMAT, "version": TUNED_VERSION, **metadata})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_tuned(path: str | Path) -> TunedPrompt:
-    """A tuned soft prompt written by `tune_persona`; ValueError naming the file when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tuned soft prompt {path} does not exist; make one with `personae tune`")
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = dict(file.metadata() or {})
-        if metadata.get("format") != TUNED_FORMAT or metadata.get("version") != TUNED_VERSION:
-            raise ValueError(f"format {metadata.get('format')!r} v{metadata.get('version')}, "
-                             f"not {TUNED_FORMAT!r} v{TUNED_VERSION}")
-        soft = load_file(path)["soft_prompt"]
-        if soft.dim() != 2:
-            raise ValueError(f"soft_prompt has shape {tuple(soft.shape)}, expected (K, d)")
-    except (SafetensorError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a usable tuned soft prompt ({e})") from None
-    return TunedPrompt(soft, metadata.pop("persona", ""), metadata.pop("lm", ""), metadata)
-
-
-def tune_persona(agent, persona: Persona, *, steps: int = 30, lr: float = 3e-3, examples: int = 8,
-                 out: Optional[Path] = None, train_cfg: TrainConfig = TrainConfig()) -> dict:
-    """Fits K free vectors, initialised from the adapter's output, to `persona`'s own teacher replies.
-
-    agent: an `Agent` whose config names the trained adapter (embedding.adapter). The teacher answers
-    `examples` train user turns (from train_cfg.data_dir) with the card in context; the student mode is the
-    config's conditioning (train_cfg.student_mode for card and summary, which have no soft prompt). The
-    vectors keep the adapter's norm. Writes `out` (default: `tuned_path(agent.home, persona.slug)`) and returns a summary with both losses.
+    lm: the chat LM (`LoadedLM`); adapter: the trained `Fusion` (config's embedding.adapter) and encoder the
+    `PersonaEncoder` it reads; config: the `Config`. The teacher answers `examples` train user turns (from
+    train_cfg.data_dir) with the card in context; the student mode is the config's conditioning
+    (train_cfg.student_mode for card and summary, which have no soft prompt). The vectors keep the adapter's
+    norm. Writes `out` (default: `tuned_path(home, persona.slug)`) and returns a summary with both losses.
     """
     if steps < 1 or examples < 1 or lr <= 0:
         raise ValueError(f"tune needs steps >= 1, examples >= 1 and lr > 0; got {steps}, {examples}, {lr}")
-    config, lm = agent.config, agent.lm
-    if not config.embedding.adapter:
-        raise ValueError("tuning starts from a trained adapter: set embedding.adapter "
-                         "(train one with `personae train`)")
-    adapter_path = agent._adapter_path()
-    adapter = load_adapter(adapter_path)
-    modalities = EmbeddingCache(agent.home.cache_dir("embeddings")).encode(persona, agent._persona_encoder())
+    modalities = EmbeddingCache(home.cache_dir("embeddings")).encode(persona, encoder)
     with torch.no_grad():
         start = adapter.soft_prompt(modalities)  # (K, d)
     mode = config.embedding.conditioning if config.embedding.soft else train_cfg.student_mode
     cfg = dataclasses.replace(train_cfg, student_mode=mode)
-    work = Path(cfg.work_dir).expanduser() if cfg.work_dir else agent.home.cache_dir("training")
+    work = Path(cfg.work_dir).expanduser() if cfg.work_dir else home.cache_dir("training")
     began = time.perf_counter()
     tuned, initial, final, n = fit_soft_prompt(lm, persona, start, adapter.target_norm, cfg, config.chat, work,
                                                steps=steps, lr=lr, examples=examples)
-    path = Path(out) if out is not None else tuned_path(agent.home, persona.slug)
+    path = Path(out) if out is not None else tuned_path(home, persona.slug)
     save_tuned(path, tuned, {"persona": persona.slug, "lm": lm.source, "card": card_fingerprint(persona.card),
-                             "adapter": str(adapter_path), "student_mode": mode, "steps": str(steps),
-                             "examples": str(examples),
+                             "adapter": str(adapter_path(config.embedding.adapter)), "student_mode": mode,
+                             "steps": str(steps), "examples": str(examples),
                              "initial_loss": f"{initial:.4f}", "final_loss": f"{final:.4f}"})
     return {"persona": persona.slug, "out": str(path), "steps": steps, "examples": n,
             "initial_loss": initial, "final_loss": final, "seconds": round(time.perf_counter() - began, 2)}
-
-
-def at_length(vectors: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """(K, d) vectors rescaled so each has L2 length `norm`."""
-    return vectors * (norm / vectors.norm(dim=-1, keepdim=True))
 
 
 def fit_vectors(start: torch.Tensor, norm, step_loss, *, steps: int, lr: float, seed: int, desc: str) -> torch.Tensor:
@@ -143,13 +71,13 @@ def fit_vectors(start: torch.Tensor, norm, step_loss, *, steps: int, lr: float, 
     with torch.enable_grad():
         bar = tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
         for _ in bar:
-            loss = step_loss(at_length(vectors, norm))
+            loss = step_loss(at_norm(vectors, norm))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     with torch.no_grad():
-        return at_length(vectors, norm).detach()
+        return at_norm(vectors, norm).detach()
 
 
 def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainConfig, chat, work: Path, *,
@@ -180,7 +108,7 @@ def fit_soft_prompt(lm, persona: Persona, start: torch.Tensor, norm, cfg: TrainC
         batch = make_batch([students[i] for i in order], pad)
         return distill_loss(student_logits(model, batch, soft.expand(len(order), -1, -1)), batch, cfg)[0]
 
-    initial = replies_loss(at_length(start, norm))
+    initial = replies_loss(at_norm(start, norm))
     tuned = fit_vectors(start, norm, step_loss, steps=steps, lr=lr, seed=cfg.seed, desc=f"tuning {persona.slug}")
     return tuned, initial, replies_loss(tuned), len(students)
 
@@ -214,7 +142,7 @@ def fit_card_prompt(lm, persona: Persona, start: torch.Tensor, norm, chat, *, st
         return F.cross_entropy(logits, labels)
 
     with torch.no_grad():
-        initial = card_loss(at_length(start, norm)).item()
+        initial = card_loss(at_norm(start, norm)).item()
     fitted = fit_vectors(start, norm, card_loss, steps=steps, lr=lr, seed=seed,
                          desc=f"fitting {persona.slug} to its card")
     with torch.no_grad():

@@ -58,7 +58,7 @@ async def speech(body: SpeechRequest, request: Request, state: StateDep):
     def speak(job):
         samples, rate = state.agent.speak(persona.slug, body.input)
         if body.speed != 1.0:
-            from ...speech.tts import time_stretch
+            from ...speech.voice import time_stretch
 
             samples = time_stretch(samples, 1.0 / body.speed, rate)
         return samples, rate

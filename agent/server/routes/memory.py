@@ -28,7 +28,7 @@ class NoteRequest(BaseModel):
 
 
 def _session(sessions, persona, session_id: str):
-    return sessions.open(persona, session_id).session
+    return sessions.open(persona, session_id)
 
 
 def _show(sessions, persona, session_id: str, job) -> dict:

@@ -1,0 +1,41 @@
+"""Command-line logging: one stderr handler however often it is set up, DEBUG only when asked for."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from agent.logs import DEBUG_ENV, setup_logging
+
+
+@pytest.fixture
+def package_logger():
+    """The `agent` logger, with its handlers and level put back after the test."""
+    logger = logging.getLogger("agent")
+    handlers, level = list(logger.handlers), logger.level
+    logger.handlers[:] = [h for h in handlers if type(h).__name__ != "_StderrHandler"]  # an earlier CLI run's
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def test_setup_logging_twice_adds_one_handler_and_progress_lines_show(package_logger, monkeypatch, capsys):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    setup_logging()
+    setup_logging()
+    assert [type(h).__name__ for h in package_logger.handlers].count("_StderrHandler") == 1
+    assert package_logger.getEffectiveLevel() == logging.INFO
+    logging.getLogger("agent.models.lm").info("converting model.gguf (once)")
+    logging.getLogger("agent.models.lm").debug("not shown")
+    logging.getLogger("agent.chat.context").warning("memory recall is off: no embedder")
+    err = capsys.readouterr().err
+    assert "[personae] converting model.gguf (once)" in err and "not shown" not in err
+    assert "[personae] warning: memory recall is off: no embedder" in err
+
+
+def test_personae_debug_switches_debug_on(package_logger, monkeypatch, capsys):
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    setup_logging()
+    assert package_logger.getEffectiveLevel() == logging.DEBUG
+    logging.getLogger("agent.models.lm").debug("every detail")
+    assert "[personae] every detail" in capsys.readouterr().err
