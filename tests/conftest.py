@@ -62,3 +62,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="session")
+def gguf_cache(tmp_path_factory):
+    """One cache folder for the tokenizers read from GGUF files, shared by the tests of a run (each build
+    takes seconds)."""
+    return tmp_path_factory.mktemp("gguf-cache")
+
+
+@pytest.fixture()
+def shared_cache_home(tmp_path, gguf_cache):
+    """A personae home of the test's own whose cache is the run's shared `gguf_cache`."""
+    from agent.paths import Home
+
+    return Home(data=tmp_path / "home", cache=gguf_cache)

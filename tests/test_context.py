@@ -202,8 +202,8 @@ def test_real_summarize_runs_on_the_lm(agent):
     from agent.chat.summary import summarize, summary_prompt
 
     lm = agent.lm
-    ids = summary_prompt(lm.tokenizer, "old notes", ["User: a\nEcho: b"], user="User", char="Echo", max_tokens=16)
-    assert "old notes" in lm.tokenizer.decode(ids)
+    prompt = summary_prompt(lm.tokenizer, "old notes", ["User: a\nEcho: b"], user="User", char="Echo", max_tokens=16)
+    assert "old notes" in prompt.text and prompt.ids == lm.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
     out = summarize(agent.chat_backend, "old notes", ["User: a\nEcho: b"], user="User", char="Echo", max_tokens=8)
     assert isinstance(out, str) and out
 

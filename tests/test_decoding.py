@@ -3,7 +3,8 @@ import threading
 import pytest
 import torch
 
-from agent.chat.decoding import CachedDecoder, ReplyStream, common_prefix_length
+from agent.chat.decoding import CachedDecoder
+from agent.chat.stream import ReplyStream, common_prefix_length
 from agent.chat.sampling import SamplingOptions
 
 GREEDY = SamplingOptions(max_new_tokens=12, temperature=0.0, repetition_penalty=1.0)

@@ -1,52 +1,121 @@
 """The LM backends chat sessions decode with, chosen by name from `lm.backend`.
 
-`load_backend(cfg, lm, ...)` hands the Agent a backend: its `tokenizer` (chat template included),
-`context_length`, `stop_token_ids`, and `new_decoder(soft)`, which gives each session a decoder with the
-`CachedDecoder` interface (prefill, step, ids, reset, snapshot, adopt). Evaluation wraps its transformers LM
-in a `TransformersBackend` to run chats as the product does; training and tuning use transformers directly.
+`load_backend(cfg, lm=..., ...)` hands the Agent a backend: its `tokenizer` (chat template included),
+`context_length`, `stop_token_ids`, `new_decoder(soft)`, which gives each session a decoder with the
+`CachedDecoder` interface (prefill, step, ids, reset, snapshot, adopt), and `stream(decoder, prompt, ...)`,
+one reply's text pieces. Only the transformers backend calls `lm()` (the transformers model): the llama.cpp
+backend reads the tokenizer and chat template from the GGUF itself, the engine backend runs the LM in
+another process. Evaluation wraps its transformers LM in a `TransformersBackend` to run chats as the
+product does; training and tuning use transformers directly.
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import LM_BACKENDS, ConfigError, LMConfig
-from ..models.lm import LoadedLM
 from ..models.packages import MissingWeights, is_package_ref, resolve_package_ref
-from .decoding import CachedDecoder
+from .stream import ReplyStream
 from .template import stop_token_ids
+
+if TYPE_CHECKING:  # torch and transformers load only with the transformers backend
+    from ..models.lm import LoadedLM
+
+log = logging.getLogger(__name__)
 
 KV_CONTEXTS = 2  # llama.cpp KV cells = this many full chat contexts: a session plus shared prefixes, or a few sessions
 
 
-class TransformersBackend:
+class _LocalStream:
+    """`stream` for backends whose decoder runs here: ReplyStream over the session's decoder."""
+
+    def stream(self, decoder, prompt, options, stops=(), cancel=None) -> ReplyStream:
+        """One reply to `prompt` (a chat.prompt.Prompt): iterate for text pieces, then read .text and .stats."""
+        return ReplyStream(decoder, self.tokenizer, prompt.ids, options, stops, cancel)
+
+
+class TransformersBackend(_LocalStream):
     """The LM's own transformers model and a DynamicCache per session (GPUs, and CPUs without llama.cpp)."""
     name = "transformers"
+    takes_soft = True  # soft prompts enter as input embeddings
 
-    def __init__(self, lm: LoadedLM):
+    def __init__(self, lm: "LoadedLM"):
         self.lm = lm
         self.tokenizer = lm.tokenizer
         self.context_length = lm.context_length
         self.stop_token_ids = stop_token_ids(lm.tokenizer, lm.model.generation_config)
 
-    def new_decoder(self, soft=None, *, reuse_cache: bool = True) -> CachedDecoder:
+    def new_decoder(self, soft=None, *, reuse_cache: bool = True):
+        from .decoding import CachedDecoder
+
         return CachedDecoder(self.lm.model, soft=soft, reuse_cache=reuse_cache)
 
 
-class LlamaCppBackend:
-    """The same GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix."""
-    name = "llamacpp"
+class LlamaCppBackend(_LocalStream):
+    """A GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix.
 
-    def __init__(self, model, lm: LoadedLM):
+    tokenizer: the GGUF's own (models/gguf.py), so no transformers weights are loaded; context_length: the
+    context the model was trained for.
+    """
+    name = "llamacpp"
+    takes_soft = True
+
+    def __init__(self, model, tokenizer, *, context_length: int):
         self.model = model  # LlamaCppModel
-        self.tokenizer = lm.tokenizer
-        self.context_length = lm.context_length
-        self.stop_token_ids = stop_token_ids(lm.tokenizer, lm.model.generation_config)
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.stop_token_ids = stop_token_ids(tokenizer)
 
     def new_decoder(self, soft=None, *, reuse_cache: bool = True):
         from .llamacpp_decoding import LlamaCppDecoder
 
         return LlamaCppDecoder(self.model, soft=soft, reuse_cache=reuse_cache)
+
+
+class EngineBackend:
+    """The LM in an OpenAI-compatible server (lm.backend=engine, lm.url): personae renders the prompt, the
+    engine continues it (agent/chat/engine_decoding.py).
+
+    prompt_embeds: the engine takes prompts as embeddings (vLLM started with --enable-prompt-embeds); a
+    session with a soft prompt then sends its whole prompt as (T, d) input embeddings, the soft vectors
+    spliced in by embedding/soft_prompt.py, the token rows from `lm()`'s embedding table (soft modes load
+    the transformers LM anyway, for the persona encoder). Without it, soft modes are refused at start.
+    """
+    name = "engine"
+
+    def __init__(self, client, tokenizer, *, context_length: int, prompt_embeds: bool = False, lm=None):
+        self.client = client  # EngineClient (agent/models/engine.py)
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.stop_token_ids = stop_token_ids(tokenizer)
+        self.takes_soft = prompt_embeds
+        self._lm = lm  # gives the LoadedLM whose input embeddings build prompt_embeds
+
+    def new_decoder(self, soft=None, *, reuse_cache: bool = True):
+        from .engine_decoding import EngineDecoder
+
+        if soft is not None and not self.takes_soft:
+            raise ConfigError(f"the LM engine at {self.client.url} takes text prompts; soft prompts need "
+                              f"lm.prompt_embeds=true (vLLM with --enable-prompt-embeds) or "
+                              f"embedding.conditioning without soft vectors (card or summary)")
+        return EngineDecoder(soft)
+
+    def stream(self, decoder, prompt, options, stops=(), cancel=None):
+        from .engine_decoding import EngineStream, encode_embeddings
+
+        embeds = None
+        if decoder.soft is not None:
+            import torch
+
+            from ..embedding.soft_prompt import inputs_embeds
+
+            table = self._lm().model.get_input_embeddings()
+            with torch.inference_mode():
+                embeds = encode_embeddings(inputs_embeds(table, torch.tensor(prompt.ids), decoder.soft))  # (T, d)
+        return EngineStream(self.client, self.tokenizer, prompt.text, prompt.ids, options, stops, cancel,
+                            embeds=embeds)
 
 
 def gguf_source(source: str) -> Optional[Path]:
@@ -60,45 +129,127 @@ def gguf_source(source: str) -> Optional[Path]:
     return path if path.is_file() and path.suffix == ".gguf" else None
 
 
-def backend_name(cfg: LMConfig, lm: LoadedLM) -> str:
-    """`lm.backend` made concrete. auto: llamacpp when llama-cpp-python imports, the LM runs on the CPU and
-    came from a .gguf file; transformers otherwise. An explicit llamacpp that can't run raises."""
+def _on_cpu(cfg: LMConfig) -> bool:
+    if cfg.device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return cfg.device == "cpu"
+
+
+def backend_name(cfg: LMConfig) -> str:
+    """`lm.backend` made concrete, from the config alone (no model is loaded). auto: engine when lm.url is
+    set; llamacpp when llama-cpp-python imports, the LM runs on the CPU and is a .gguf file; transformers
+    otherwise. An explicit llamacpp that can't run raises."""
     if cfg.backend == "transformers":
         return "transformers"
+    if cfg.backend == "engine" or (cfg.backend == "auto" and cfg.url):
+        if not cfg.url:
+            raise ConfigError("lm.backend=engine needs lm.url, the engine's address (e.g. http://127.0.0.1:8080)")
+        return "engine"
     from ..models.llamacpp import import_llama_cpp, llama_cpp_available
 
-    on_cpu = lm.device.type == "cpu"
-    gguf = gguf_source(lm.source)
+    gguf = gguf_source(cfg.name_or_path)
     if cfg.backend == "auto":
-        return "llamacpp" if on_cpu and gguf is not None and llama_cpp_available() else "transformers"
+        return "llamacpp" if gguf is not None and _on_cpu(cfg) and llama_cpp_available() else "transformers"
     import_llama_cpp()  # MissingBackend (exit code 3) with the install command
     if gguf is None:
         raise ConfigError(f"lm.backend=llamacpp needs lm.name_or_path to be a .gguf file (or pkg: reference to one), "
-                          f"got {lm.source!r}; use lm.backend=transformers for other models")
-    if not on_cpu:
+                          f"got {cfg.name_or_path!r}; use lm.backend=transformers for other models")
+    if not _on_cpu(cfg):
         raise ConfigError(f"lm.backend=llamacpp runs on the CPU, but lm.device is {cfg.device!r}; "
                           f"set lm.device=cpu or lm.backend=transformers")
     return "llamacpp"
 
 
-def _transformers(cfg: LMConfig, lm: LoadedLM, context_tokens: int) -> TransformersBackend:
-    return TransformersBackend(lm)
+def _threads(cfg: LMConfig) -> int:
+    """lm.threads, or (0) one per CPU this process may use, capped at 8 (llama.cpp gains little past the
+    memory bandwidth, and a shared machine keeps some cores)."""
+    return cfg.threads if cfg.threads > 0 else max(1, min(8, len(os.sched_getaffinity(0))))
 
 
-def _llamacpp(cfg: LMConfig, lm: LoadedLM, context_tokens: int) -> LlamaCppBackend:
-    import torch
+def _transformers(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path):
+    return TransformersBackend(lm())
 
+
+def _llamacpp(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path) -> LlamaCppBackend:
+    from ..models.gguf import load_gguf_tokenizer, read_gguf
     from ..models.llamacpp import load_llamacpp
 
-    threads = cfg.threads if cfg.threads > 0 else torch.get_num_threads()  # the same threads as transformers
-    context = min(context_tokens, lm.context_length)
-    return LlamaCppBackend(load_llamacpp(gguf_source(lm.source), threads=threads, kv_tokens=KV_CONTEXTS * context), lm)
+    path = gguf_source(cfg.name_or_path)
+    info = read_gguf(path)  # GGUFError naming the file before llama.cpp sees it
+    tokenizer = load_gguf_tokenizer(path, cache_dir)
+    context = min(context_tokens, info.context_length)
+    model = load_llamacpp(path, threads=_threads(cfg), kv_tokens=KV_CONTEXTS * context)
+    return LlamaCppBackend(model, tokenizer, context_length=info.context_length)
 
 
-BACKENDS = {"transformers": _transformers, "llamacpp": _llamacpp}  # name -> loader(cfg, lm, context_tokens)
+def local_tokenizer(source: str, cache_dir: Path):
+    """(tokenizer, context length) from a local source with no model weights loaded: a .gguf file's
+    metadata, or a transformers folder's tokenizer files and config.json. For the engine backend."""
+    import json
+
+    gguf = gguf_source(source)
+    if gguf is not None:
+        from ..models.gguf import load_gguf_tokenizer, read_gguf
+
+        return load_gguf_tokenizer(gguf, cache_dir), read_gguf(gguf).context_length
+    path = Path(source).expanduser()
+    if (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file():
+        from ..models.chat_tokenizer import load_chat_tokenizer
+
+        tokenizer = load_chat_tokenizer(path)
+    elif not path.is_dir():
+        raise MissingWeights(f"lm.name_or_path {source!r}: the engine backend renders prompts with the model's "
+                             f"tokenizer and chat template, read from a local .gguf file or a folder with the "
+                             f"tokenizer files (no weights needed); there is none at {path}")
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # a slow (sentencepiece) tokenizer
+    config = path / "config.json"
+    length = json.loads(config.read_text()).get("max_position_embeddings") if config.is_file() else None
+    return tokenizer, int(length or getattr(tokenizer, "model_max_length", 0) or 4096)
+
+
+PROBE = [{"role": "system", "content": "personae checks the tokenizer."},
+         {"role": "user", "content": "Ahoy! ¿Qué tal? 你好 😀"}]
+
+
+def check_tokenizer(client, tokenizer, source: str) -> Optional[bool]:
+    """Whether the engine's own tokenizer (its /tokenize, where it has one) agrees with the local one on a
+    rendered probe chat; None when the engine cannot say. Prompts are fitted with the local tokenizer, so a
+    disagreement (another model behind the URL) is logged as a warning naming both."""
+    text = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True)
+    theirs = client.tokenize(text)
+    if theirs is None:
+        return None
+    ours = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if theirs != ours:
+        log.warning(
+            "the LM engine at %s tokenizes a probe chat into %d tokens, lm.name_or_path %s into %d: is it "
+            "serving the same model? Prompts are fitted with the local tokenizer", client.url, len(theirs),
+            source, len(ours))
+    return theirs == ours
+
+
+def _engine(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path) -> EngineBackend:
+    from ..models.engine import load_engine
+
+    tokenizer, context = local_tokenizer(cfg.name_or_path, cache_dir)
+    client = load_engine(cfg.url, model=cfg.model, timeout=cfg.timeout, retries=cfg.retries)
+    check_tokenizer(client, tokenizer, cfg.name_or_path)
+    return EngineBackend(client, tokenizer, context_length=context, prompt_embeds=cfg.prompt_embeds, lm=lm)
+
+
+BACKENDS = {"transformers": _transformers, "llamacpp": _llamacpp, "engine": _engine}  # name -> loader
 assert set(BACKENDS) | {"auto"} == set(LM_BACKENDS), "agent/config.py's LM_BACKENDS must list these names"
 
 
-def load_backend(cfg: LMConfig, lm: LoadedLM, *, context_tokens: int):
-    """The chat backend `cfg.backend` names (see `backend_name`), loaded; context_tokens: one chat's budget."""
-    return BACKENDS[backend_name(cfg, lm)](cfg, lm, context_tokens)
+def load_backend(cfg: LMConfig, *, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path):
+    """The chat backend `cfg.backend` names (see `backend_name`), loaded.
+
+    lm: gives the transformers LM (called only by the transformers backend); context_tokens: one chat's
+    budget; cache_dir: where tokenizers read from GGUF files are cached.
+    """
+    return BACKENDS[backend_name(cfg)](cfg, lm, context_tokens, Path(cache_dir))

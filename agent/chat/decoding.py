@@ -1,53 +1,27 @@
-"""Token generation over a KV cache that is reused across turns.
+"""Token generation over a transformers KV cache that is reused across turns.
 
 `CachedDecoder.prefill(ids)` runs only the tokens after the longest prefix already in the cache, so
-turn N of a chat costs its new tokens, not the whole history. `stream_reply` turns sampled tokens
-into text pieces, stopping at end-of-turn tokens and stop strings. The reply text goes to the session.
+turn N of a chat costs its new tokens, not the whole history. `chat/stream.py`'s `ReplyStream` turns
+sampled tokens into text pieces.
 """
 from __future__ import annotations
 
 import copy
 import inspect
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 import torch
 
 from ..embedding.soft_prompt import inputs_embeds
-from .sampling import SamplingOptions, sample_next
-from .template import StopCutter
+from .stream import common_prefix_length
 
 PREFILL_CHUNK = 512  # tokens per forward pass during prefill; bounds activation memory on long prompts
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
     """The forward() keyword for the KV cache: transformers renamed `past_key_values` to `cache` in 5.x."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-@dataclass
-class DecodeStats:
-    prompt_tokens: int = 0  # tokens in the prompt of this reply
-    prefill_tokens: int = 0  # of those, how many ran through the model (the rest came from the cache)
-    new_tokens: int = 0  # tokens generated
-    time_to_first_token: float = 0.0  # seconds from the call to the first generated token
-    decode_seconds: float = 0.0  # seconds spent generating after the first token
-    stopped_by: str = ""  # "eos" | "stop string" | "max_new_tokens" | "cancelled"
-
-    @property
-    def decode_tokens_per_second(self) -> float:
-        return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds else 0.0
 
 
 class CachedDecoder:
@@ -123,53 +97,3 @@ class CachedDecoder:
         return self._forward([token_id])
 
 
-@dataclass
-class ReplyStream:
-    """Streams one reply: iterate for text pieces; `text` and `stats` are complete once iteration ends."""
-    decoder: CachedDecoder
-    tokenizer: object
-    prompt_ids: list[int]
-    options: SamplingOptions
-    stop_strings: Sequence[str] = ()
-    cancel: Optional[threading.Event] = None
-    text: str = ""
-    stats: DecodeStats = field(default_factory=DecodeStats)
-
-    def __iter__(self) -> Iterator[str]:
-        start = time.perf_counter()
-        logits, ran = self.decoder.prefill(self.prompt_ids)
-        self.stats = DecodeStats(prompt_tokens=len(self.prompt_ids), prefill_tokens=ran)
-        eos = set(self.options.eos_token_ids)
-        generator = torch.Generator().manual_seed(self.options.seed) if self.options.seed is not None else None
-        generated: list[int] = []
-        cutter = StopCutter(self.stop_strings)
-        first_at = None
-        stopped_by = "max_new_tokens"
-        while len(generated) < self.options.max_new_tokens:
-            if self.cancel is not None and self.cancel.is_set():
-                stopped_by = "cancelled"
-                break
-            token = sample_next(logits, self.options, self.decoder.ids, generator)
-            if first_at is None:
-                first_at = time.perf_counter()
-                self.stats.time_to_first_token = first_at - start
-            if token in eos:
-                stopped_by = "eos"
-                break
-            generated.append(token)
-            piece = cutter.update(self.tokenizer.decode(generated, skip_special_tokens=True))
-            if piece:
-                yield piece
-            self.text = cutter.text
-            if cutter.stopped:
-                stopped_by = "stop string"
-                break
-            if len(generated) < self.options.max_new_tokens:
-                logits = self.decoder.step(token)
-        rest = cutter.flush()
-        if rest:
-            yield rest
-        self.text = cutter.text
-        self.stats.new_tokens = len(generated)
-        self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
-        self.stats.stopped_by = stopped_by

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..embedding.soft_prompt import pieces
 from ..models.llamacpp import Lease, LlamaCppModel
-from .decoding import common_prefix_length
+from .stream import common_prefix_length
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,13 @@ def batches(ids: list[int], soft: Optional[np.ndarray]) -> list[np.ndarray]:
             for is_soft, piece in pieces(ids, soft)]
 
 
+def _rows(soft) -> np.ndarray:
+    """A (K, d) soft prompt (torch tensor or array) as float32 numpy rows."""
+    if hasattr(soft, "detach"):
+        soft = soft.detach().float().cpu().numpy()
+    return np.ascontiguousarray(soft, dtype=np.float32)
+
+
 class LlamaCppDecoder:
     """One session's sequence in the llama.cpp KV cache, and the token ids it holds.
 
@@ -40,11 +46,11 @@ class LlamaCppDecoder:
     the calls of different decoders.
     """
 
-    def __init__(self, model: LlamaCppModel, *, reuse_cache: bool = True, soft: Optional[torch.Tensor] = None):
+    def __init__(self, model: LlamaCppModel, *, reuse_cache: bool = True, soft=None):
         if soft is not None and soft.shape[-1] != model.n_embd:
             raise ValueError(f"soft prompt width {soft.shape[-1]} != the GGUF's embedding width {model.n_embd}")
         self.model = model
-        self._soft_rows = None if soft is None else soft.detach().float().cpu().numpy()  # (K, d) float32, for ids -1..-K
+        self._soft_rows = None if soft is None else _rows(soft)  # (K, d) float32, for ids -1..-K
         self.reuse_cache = reuse_cache  # False recomputes every prompt from scratch (for benchmarks/tests)
         self._lease: Optional[Lease] = None
         self._ids: list[int] = []
@@ -82,7 +88,7 @@ class LlamaCppDecoder:
         self.model.copy(source, lease, length)
         return self._ids[:length], SharedPrefix(lease, length)
 
-    def _extend(self, ids: list[int], keep: int) -> tuple[torch.Tensor, int]:
+    def _extend(self, ids: list[int], keep: int) -> tuple[np.ndarray, int]:
         """Brings the cache to `ids`, of which the first `keep` are cached; returns (last logits (vocab,), tokens run)."""
         lease = self._sequence()
         keep = min(keep, len(self._ids))  # a newly claimed sequence holds nothing
@@ -96,16 +102,16 @@ class LlamaCppDecoder:
             self.reset()  # a failed or interrupted decode leaves the sequence partly written
             raise
         self._ids.extend(new)
-        return torch.from_numpy(logits), len(new)
+        return logits, len(new)
 
-    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+    def prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Brings the cache to exactly `ids`; returns (logits of the last position (vocab,), tokens run)."""
         if not ids:
             raise ValueError("cannot prefill an empty prompt")
         keep = common_prefix_length(self.ids, ids) if self.reuse_cache else 0
         return self._extend(ids, min(keep, len(ids) - 1))  # the last token always runs, to get its logits
 
-    def step(self, token_id: int) -> torch.Tensor:
+    def step(self, token_id: int) -> np.ndarray:
         """Feeds one generated token; returns the next logits (vocab,)."""
         ids = self.ids
         return self._extend(ids + [token_id], len(ids))[0]

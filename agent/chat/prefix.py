@@ -8,8 +8,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from .decoding import CachedDecoder
-
 
 class PrefixCache:
     def __init__(self, max_items: int = 8):
@@ -18,7 +16,7 @@ class PrefixCache:
         self._lock = threading.Lock()
         self.hits = 0
 
-    def seed(self, decoder: CachedDecoder, key: str, prefix_ids: list[int]) -> bool:
+    def seed(self, decoder, key: str, prefix_ids: list[int]) -> bool:
         """Copies the stored prefix into an empty `decoder`; False when none is stored yet."""
         with self._lock:
             found = self._items.get((key, tuple(prefix_ids)))
@@ -29,7 +27,7 @@ class PrefixCache:
         decoder.adopt(*found)
         return True
 
-    def remember(self, decoder: CachedDecoder, key: str, prefix_ids: list[int]) -> None:
+    def remember(self, decoder, key: str, prefix_ids: list[int]) -> None:
         """Stores a copy of `decoder`'s cache over `prefix_ids` (which its cache must start with)."""
         if decoder.ids[:len(prefix_ids)] != list(prefix_ids):
             return

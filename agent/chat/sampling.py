@@ -1,10 +1,15 @@
-"""Picks the next token from logits: repetition penalty, temperature, top-k, top-p (or greedy)."""
+"""Picks the next token from logits: repetition penalty, temperature, top-k, top-p (or greedy).
+
+Logits come as torch tensors (transformers) or numpy arrays (llama.cpp); each kind is sampled with its own
+library, so a chat on llama.cpp never imports torch. Greedy picks agree; seeded samples are reproducible
+within one kind (each has its own random generator).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import torch
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -14,13 +19,55 @@ class SamplingOptions:
     top_p: float = 0.9  # keep the smallest set of tokens whose probability reaches top_p
     top_k: int = 50  # keep the k most likely tokens; 0 keeps all
     repetition_penalty: float = 1.1  # >1 discourages tokens already in the context; 1 turns it off
-    seed: Optional[int] = None  # seeds a private torch.Generator for this reply
+    seed: Optional[int] = None  # seeds a private random generator for this reply
     eos_token_ids: tuple[int, ...] = ()  # tokens that end the reply
 
 
-def sample_next(logits: torch.Tensor, options: SamplingOptions, context_ids: Sequence[int],
-                generator: Optional[torch.Generator] = None) -> int:
-    """logits: (vocab,) float32 for the next position; context_ids: the tokens so far (for the penalty)."""
+def new_generator(seed: Optional[int], logits):
+    """The random generator for a reply whose first logits are `logits`: numpy's or torch's; None unseeded."""
+    if seed is None:
+        return None
+    if isinstance(logits, np.ndarray):
+        return np.random.default_rng(seed)
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Sequence[int],
+                  generator: Optional[np.random.Generator]) -> int:
+    logits = logits.astype(np.float64, copy=True)
+    if options.repetition_penalty != 1.0 and context_ids:
+        seen = np.array(sorted(set(context_ids)), dtype=np.int64)
+        seen = seen[(seen >= 0) & (seen < logits.shape[0])]  # soft-prompt slots are negative
+        picked = logits[seen]
+        logits[seen] = np.where(picked > 0, picked / options.repetition_penalty, picked * options.repetition_penalty)
+    if options.temperature == 0:
+        return int(np.argmax(logits))
+    logits = logits / options.temperature
+    if options.top_k > 0 and options.top_k < logits.shape[0]:
+        kth = np.partition(logits, -options.top_k)[-options.top_k]
+        logits[logits < kth] = -np.inf
+    if options.top_p < 1.0:
+        order = np.argsort(-logits, kind="stable")
+        ordered = logits[order]
+        probs = np.exp(ordered - ordered[0])
+        cumulative = np.cumsum(probs / probs.sum())
+        drop = np.concatenate([[False], cumulative[:-1] > options.top_p])  # keep the token that crosses top_p
+        logits[order[drop]] = -np.inf
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    rng = generator if generator is not None else np.random.default_rng()
+    return int(rng.choice(len(probs), p=probs))
+
+
+def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], generator=None) -> int:
+    """logits: (vocab,) float32 for the next position, torch or numpy; context_ids: the tokens so far (for the
+    penalty); generator: from `new_generator`."""
+    if isinstance(logits, np.ndarray):
+        return _sample_numpy(logits, options, context_ids, generator)
+    import torch
+
     logits = logits.clone()
     if options.repetition_penalty != 1.0 and context_ids:
         seen = torch.tensor(sorted(set(context_ids)), dtype=torch.long, device=logits.device)

@@ -12,7 +12,7 @@ from typing import Iterator, Optional
 
 from ..config import ChatConfig
 from ..persona.store import Persona
-from .decoding import DecodeStats, ReplyStream, common_prefix_length
+from .stream import DecodeStats, common_prefix_length
 from .history import HistoryStore, UnsavedHistory
 from .prefix import PrefixCache
 from .prompt import NO_CONTEXT, Message, Prompt, fit_prompt, render, stop_strings
@@ -143,7 +143,7 @@ class ChatSession:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.persona.slug, shared):
                 shared = None  # adopted: nothing to remember
-        stream = ReplyStream(self.decoder, self.tokenizer, prompt.ids, sampling, self.stops, cancel)
+        stream = self.backend.stream(self.decoder, prompt, sampling, self.stops, cancel)
         text = ""
         for piece in _strip_name_prefix(iter(stream), self.persona.card.name):
             text += piece

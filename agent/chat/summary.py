@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .decoding import ReplyStream
+from .prompt import Prompt
 from .sampling import SamplingOptions
 from .template import turn_markers
 
@@ -20,8 +20,8 @@ INSTRUCTION = (
 MAX_INPUT_TOKENS = 768  # the oldest new lines are cut beyond this, so one summary costs a bounded prefill
 
 
-def summary_prompt(tokenizer, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int) -> list[int]:
-    """Chat-template ids: the instruction, the notes so far, the new lines (newest kept if too long)."""
+def summary_prompt(tokenizer, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int) -> Prompt:
+    """The chat-template prompt: the instruction, the notes so far, the new lines (newest kept if too long)."""
     words = max(20, int(max_tokens * 0.7))
     lines = "\n\n".join(t.strip() for t in turns)
     ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
@@ -31,7 +31,8 @@ def summary_prompt(tokenizer, previous: str, turns: Sequence[str], *, user: str,
     messages = [{"role": "system", "content": INSTRUCTION.format(user=user, char=char, words=words)},
                 {"role": "user", "content": body}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return Prompt(text=text, ids=ids, kept_from=0, dropped=0, messages=messages)
 
 
 def summarize(backend, previous: str, turns: Sequence[str], *, user: str, char: str, max_tokens: int) -> str:
@@ -40,10 +41,9 @@ def summarize(backend, previous: str, turns: Sequence[str], *, user: str, char: 
     backend: the chat backend (agent/chat/backends.py); the summary is written by a fresh decoder of its own.
     """
     tokenizer = backend.tokenizer
-    ids = summary_prompt(tokenizer, previous, turns, user=user, char=char, max_tokens=max_tokens)
+    prompt = summary_prompt(tokenizer, previous, turns, user=user, char=char, max_tokens=max_tokens)
     options = SamplingOptions(max_new_tokens=max_tokens, temperature=0.0, repetition_penalty=1.15,
                               eos_token_ids=backend.stop_token_ids)
-    stream = ReplyStream(backend.new_decoder(reuse_cache=False), tokenizer, ids, options,
-                         stop_strings=turn_markers(tokenizer))
+    stream = backend.stream(backend.new_decoder(reuse_cache=False), prompt, options, turn_markers(tokenizer))
     text = "".join(stream).strip()
     return text or previous

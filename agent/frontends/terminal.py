@@ -100,7 +100,7 @@ class TerminalChat:
 
     def open(self, persona: Optional[str], *, resume: bool, user_name: Optional[str]) -> None:
         with self.err.status("loading the model…", spinner="dots"):
-            _ = self.agent.lm
+            _ = self.agent.chat_backend
         if self.voice:
             from ..speech.playback import output_device
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .gguf import GGUFError, read_gguf
 from .packages import MissingWeights
 
 VERSION = "0.3.36"  # the llama-cpp-python release this module is written and tested against
@@ -111,7 +112,7 @@ class LlamaCppModel:
     threads take turns (the logits buffer is shared).
     """
 
-    def __init__(self, path: Path, *, threads: int, kv_tokens: int):
+    def __init__(self, path: Path, *, threads: int, kv_tokens: int, architecture: str = "?"):
         llama_cpp = import_llama_cpp()
         _init_backend(llama_cpp)
         self._c = llama_cpp
@@ -120,7 +121,8 @@ class LlamaCppModel:
         model_params.n_gpu_layers = 0  # the chat backend for CPUs; GPUs use transformers
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), model_params)
         if not self._model:
-            raise MissingWeights(f"llama.cpp could not load {path} (not a GGUF model it supports?)")
+            raise GGUFError(f"llama.cpp {llama_cpp.__version__} could not load {path} (architecture "
+                            f"{architecture}: one it does not run, or damaged tensors)")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_embd = llama_cpp.llama_model_n_embd_inp(self._model)  # the width of input embeddings
@@ -298,4 +300,5 @@ def load_llamacpp(path: str | Path, *, threads: int, kv_tokens: int) -> LlamaCpp
         raise MissingWeights(f"lm.backend=llamacpp needs a .gguf file; {path} is not one")
     if threads < 1 or kv_tokens < 1:
         raise ValueError(f"threads and kv_tokens must be >= 1, got {threads} and {kv_tokens}")
-    return LlamaCppModel(path, threads=threads, kv_tokens=kv_tokens)
+    info = read_gguf(path)  # GGUFError naming the file: not GGUF, truncated
+    return LlamaCppModel(path, threads=threads, kv_tokens=kv_tokens, architecture=info.architecture)

@@ -1,11 +1,12 @@
 """Loads the causal LM and its tokenizer from an HF id, a local folder, a GGUF file or a tiny random config.
 
-`load_lm` hands a frozen, eval-mode `LoadedLM` to the chat engine. A GGUF file is dequantised once
-(about 18 s for SmolLM2-135M) and cached as a plain transformers folder that reloads in well under a second.
+`load_lm` hands a frozen, eval-mode `LoadedLM` to what needs the transformers model: the transformers chat
+backend (GPUs), training, tuning, evaluation and the persona encoder of soft modes. A GGUF file is
+dequantised once (about 18 s for SmolLM2-135M) and cached as a plain transformers folder that reloads in
+well under a second. The llama.cpp backend chats on the GGUF itself and never calls this.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -16,6 +17,7 @@ from typing import Optional
 import torch
 
 from ..atomic import staging_folder
+from .gguf import gguf_key, read_gguf
 from .packages import MissingWeights, is_package_ref, resolve_package_ref
 
 RANDOM_SCHEME = "random:"
@@ -58,9 +60,7 @@ def _looks_like_path(ref: str) -> bool:
 
 def gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
     """Where the dequantised copy of `gguf` lives; keyed by path, size and mtime so a changed file converts anew."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir / f"{gguf.stem}-{key}"
+    return cache_dir / f"{gguf.stem}-{gguf_key(gguf)}"
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -134,6 +134,7 @@ def load_lm(name_or_path: str, *, dtype: str = "float32", device: str = "cpu",
     if path.is_file():
         if path.suffix != ".gguf":
             raise MissingWeights(f"LM file {path} is not a .gguf file; pass a GGUF file or a transformers folder")
+        read_gguf(path)  # GGUFError naming the file when it is not GGUF or is cut short
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "personae-lm"
         folder = gguf_cache_folder(path, cache_dir)
         if not (folder / "config.json").is_file():

@@ -41,7 +41,9 @@ def error_response(error: APIError) -> JSONResponse:
 
 
 def as_api_error(e: BaseException) -> APIError:
-    """Maps what the Agent raises to a status: bad input 400, missing weights 503, anything else 500."""
+    """Maps what the Agent raises to a status: bad input 400, missing weights 503, an LM engine that is down
+    503 or that answered wrongly 502, anything else 500."""
+    from ..models.engine import EngineError
     from ..models.packages import MissingWeights
     from ..persona.store import UnknownPersona
 
@@ -49,6 +51,8 @@ def as_api_error(e: BaseException) -> APIError:
         return e
     if isinstance(e, UnknownPersona):
         return APIError(404, str(e), code="model_not_found", param="model")
+    if isinstance(e, EngineError):
+        return APIError(e.status, str(e), code="lm_engine_unavailable" if e.status == 503 else "lm_engine_error")
     if isinstance(e, MissingWeights):
         return APIError(503, f"missing weights: {e}", code="missing_weights")
     if isinstance(e, ValueError):  # CardError, AudioError, ConfigError, a prompt that can't fit

