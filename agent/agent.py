@@ -194,8 +194,16 @@ class Agent:
             log.warning("%s was tuned for another LM or an older card of %s; using the adapter "
                         "(run `personae tune --persona %s` again)", tuned, persona.slug, persona.slug)
         if self._adapter is None:
+            from .config import ConfigError
+            from .embedding.reader import has_reader
+
             encoder = self.persona_encoder()
-            self._adapter = (load_checked_adapter(self.config, self.lm, encoder), encoder)
+            adapter = load_checked_adapter(self.config, self.lm, encoder)
+            if has_reader(self.lm.model) and self.chat_backend.name != "transformers":
+                raise ConfigError(f"embedding.adapter {self.config.embedding.adapter!r} carries a reader LoRA, "
+                                  f"which runs on lm.backend=transformers only so far (not "
+                                  f"{self.chat_backend.name})")
+            self._adapter = (adapter, encoder)
         adapter, encoder = self._adapter
         modalities = EmbeddingCache(self.home.cache_dir("embeddings")).encode(persona, encoder)
         with torch.inference_mode():

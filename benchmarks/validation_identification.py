@@ -220,6 +220,7 @@ def main() -> int:
     from agent.agent import Agent
     from agent.config import load_config
     from agent.embedding.fusion import load_adapter
+    from agent.embedding.reader import attach_reader, remove_reader
     from agent.conditioning import MODES, Mode
     from agent.evaluation.conditioning import Conditioning, PersonaModalities, SoftPrompts
     from agent.evaluation.metrics import identification
@@ -281,8 +282,11 @@ def main() -> int:
         else:
             soft = SoftPrompts(load_adapter(Path(mode[8:])), modalities, device=lm.device, dtype=lm.model.dtype)
             conditioning = Conditioning(label, soft_mode, soft, summarise=summarise)
+            if attach_reader(lm.model, Path(mode[8:])):  # fusion.reader=lora: the LM reads with its LoRA
+                print(f"  {label}: with its reader LoRA", file=sys.stderr)
         with torch.inference_mode():
             result = identification(lm, conditioning, personas, refs, user=user, progress=True)
+        remove_reader(lm.model)  # the next mode reads with the plain LM
         tokens = sum(conditioning.prompt_tokens(lm.tokenizer, p, user) for p in personas) / len(personas)
         rows.append((label, result["identification_accuracy"], result["lines"], tokens, time.perf_counter() - began))
         print(f"  {label}: {rows[-1][1]:.3f} ({rows[-1][-1]:.0f} s)", file=sys.stderr)

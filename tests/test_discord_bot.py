@@ -310,6 +310,20 @@ def test_http_errors_are_logged_not_raised(harness, caplog):
     assert "Discord refused" in caplog.text or "could not post" in caplog.text
 
 
+def test_an_lm_engine_that_fails_is_logged_and_its_address_stays_out_of_the_channel(harness, caplog, monkeypatch):
+    from agent.models.engine import EngineError
+
+    h = harness()
+
+    def down(incoming):
+        raise EngineError("the LM engine at http://10.0.0.7:8080/v1/completions is not reachable", status=503)
+    monkeypatch.setattr(h.bot.brain, "answer", down)
+    run(h.bot.on_message(h.message(h.dm, "hi")))
+    texts = [p[1] or "" for p in h.posts()]
+    assert any("not answering right now" in t for t in texts) and not any("10.0.0.7" in t for t in texts)
+    assert "10.0.0.7:8080" in caplog.text
+
+
 def interaction(h, name, options=(), channel=TEXT) -> discord.Interaction:
     return discord.Interaction(state=h.state, data={
         "id": h.new_id(), "application_id": str(BOT), "type": 2, "token": "itoken", "version": 1,

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..embedding.reader import reading
 from ..embedding.soft_prompt import inputs_embeds
 from .stream import common_prefix_length
 
@@ -69,7 +70,8 @@ class CachedDecoder:
                     inputs = {"inputs_embeds": inputs_embeds(self.model.get_input_embeddings(), chunk, self.soft)}
                 else:
                     inputs = {"input_ids": chunk}
-                out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self.cache})
+                with reading(self.model, self.soft is not None):  # the reader LoRA reads only soft prompts
+                    out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self.cache})
                 logits = out.logits[0, -1]  # (vocab,)
                 self.ids.extend(new_ids[start:start + PREFILL_CHUNK])
         except BaseException:

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import discord
 from discord import app_commands
 
+from ..models.engine import EngineError
 from .brain import DiscordBrain, Incoming, Outgoing
 
 log = logging.getLogger("personae.discord")
@@ -91,6 +92,9 @@ class PersonaeBot(discord.Client):
             await self.post(message.channel, out)
         except discord.HTTPException as e:
             log.warning("Discord refused a request in channel %s: %s", message.channel.id, e)
+        except EngineError as e:  # the LM engine (lm.url) failed: its address stays in the log, not the channel
+            log.error("could not answer in channel %s: %s", message.channel.id, e)
+            await self.say(message.channel, "Sorry, the language model is not answering right now; try again soon.")
         except Exception as e:  # noqa: BLE001 - one bad message must not take the bot down
             log.exception("could not answer a message in channel %s", message.channel.id)
             await self.say(message.channel, f"Sorry, something went wrong: {type(e).__name__}: {e}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -278,12 +278,18 @@ def build_fusion(config: FusionConfig, dims: dict[str, int], d_lm: int, target_n
     return FUSIONS[config.type](config=config, dims=dims, d_lm=d_lm, target_norm=target_norm)
 
 
-def save_adapter(path: Path, fusion: Fusion) -> Path:
-    """Weights as safetensors, with the FusionConfig, dims and d_lm in its metadata so the file alone rebuilds it."""
+def save_adapter(path: Path, fusion: Fusion, reader: Optional[tuple[dict, dict]] = None) -> Path:
+    """Weights as safetensors, with the FusionConfig, dims and d_lm in its metadata so the file alone rebuilds it.
+
+    reader: (tensors, metadata) of the LM's reader LoRA (embedding/reader.py `reader_weights`), stored beside.
+    """
     path = Path(path)
     metadata = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "d_lm": str(fusion.d_lm),
                 "config": json.dumps(dataclasses.asdict(fusion.config)), "dims": json.dumps(fusion.dims)}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in fusion.state_dict().items()}
+    if reader is not None:
+        weights.update(reader[0])
+        metadata.update(reader[1])
     write_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
     return path
 
@@ -302,7 +308,8 @@ def load_adapter(path: Path, *, device: str = "cpu") -> Fusion:
             raise ValueError(f"adapter version {metadata.get('version')!r}; this personae reads {ADAPTER_VERSION}")
         config = FusionConfig(**json.loads(metadata["config"]))
         fusion = build_fusion(config, json.loads(metadata["dims"]), int(metadata["d_lm"]), target_norm=1.0)
-        fusion.load_state_dict(load_file(path))  # target_norm comes back from the file too
+        own = {k: v for k, v in load_file(path).items() if not k.startswith("reader.")}  # the reader: reader.py
+        fusion.load_state_dict(own)  # target_norm comes back from the file too
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: not a usable personae fusion adapter ({type(e).__name__}: {e})") from None
     return fusion.to(device).eval().requires_grad_(False)

@@ -80,6 +80,11 @@ def check_adapter(adapter: Fusion, encoder: PersonaEncoder, d_lm: int, *, ref: s
 def load_checked_adapter(config: Config, lm: LoadedLM, encoder: PersonaEncoder,
                          ref: Optional[str] = None) -> Fusion:
     """The adapter file `ref` (default embedding.adapter), loaded and checked against `encoder` and `lm`."""
+    from .reader import attach_reader
+
     ref = config.embedding.adapter if ref is None else ref
     d_lm = lm.model.get_input_embeddings().weight.shape[1]
-    return check_adapter(load_adapter(adapter_path(ref)), encoder, d_lm, ref=ref, lm_source=lm.source)
+    path = adapter_path(ref)
+    adapter = check_adapter(load_adapter(path), encoder, d_lm, ref=ref, lm_source=lm.source)
+    attach_reader(lm.model, path)  # its reader LoRA, if it has one, now reads soft prompts in this LM
+    return adapter

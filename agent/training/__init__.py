@@ -59,7 +59,13 @@ def train(config: Config, train_cfg: TrainConfig, *, lm, home=None, encoder=None
     adapter, summary = fit_adapter(lm, modalities, students, train_cfg, config.fusion, encoder.dims,
                                    checkpoints=work / "checkpoints" / out.stem, identity=identity, resume=resume,
                                    contrast=contrast)
-    save_adapter(out, adapter)
+    reader = None
+    if config.fusion.reader == "lora":
+        from ..embedding.reader import reader_weights
+        from .distill import reader_config
+
+        reader = reader_weights(lm.model, reader_config(config.fusion))
+    save_adapter(out, adapter, reader)
     summary = {"out": str(out), "teacher_examples": len(examples), "teacher_seconds": round(teacher.seconds, 2),
                "teacher_reply_tokens": sum(len(r.ids) for r in teacher.replies), **summary,
                "total_seconds": round(time.perf_counter() - started, 2)}

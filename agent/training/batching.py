@@ -34,10 +34,13 @@ def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, row
     """The frozen LM on ids (S, T), row i with soft prompt soft[i] (soft: (S, K, d)); (N, V) float32 logits at
     (rows, cols). Only those positions go through the vocabulary projection (the LM body runs on every token).
     """
+    from ..embedding.reader import reading
+
     device = soft.device
     ids = ids.to(device)
     embeds = inputs_embeds(model.get_input_embeddings(), ids, soft)  # (S, T, d)
-    hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
+    with reading(model):  # the reader LoRA, if the LM has one: soft vectors are in this input
+        hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
     picked = hidden[rows.to(device), cols.to(device)]  # (N, d)
     return model.get_output_embeddings()(picked).float()  # (N, V)
 

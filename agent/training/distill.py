@@ -127,6 +127,14 @@ def param_groups(adapter: torch.nn.Module, cfg) -> list[dict]:
     return groups
 
 
+def reader_config(fusion_cfg: FusionConfig):
+    """The ReaderConfig a fusion config names (fusion.reader=lora)."""
+    from ..embedding.reader import ReaderConfig
+
+    targets = tuple(t.strip() for t in fusion_cfg.reader_targets.split(",") if t.strip())
+    return ReaderConfig(rank=fusion_cfg.reader_rank, alpha=fusion_cfg.reader_alpha, targets=targets)
+
+
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to 10% of it; a pure function of the step, kept by no state."""
     if step < cfg.warmup_steps:
@@ -225,7 +233,18 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
     accelerator = Accelerator(cpu=lm.device.type == "cpu", mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     adapter = build_fusion(fusion_cfg, dims, lm.model.config.hidden_size, embedding_norm(lm.model))
-    optimizer = torch.optim.AdamW(param_groups(adapter, cfg), lr=cfg.lr)
+    groups = param_groups(adapter, cfg)
+    if fusion_cfg.reader == "lora":  # the LM learns to read the soft vectors (embedding/reader.py)
+        if resume:
+            raise ValueError("resuming a run with fusion.reader=lora is not supported yet (its checkpoints hold "
+                             "the adapter only); train without resume")
+        from ..embedding.reader import add_reader, has_reader
+
+        if has_reader(lm.model):
+            raise ValueError("the LM already carries a reader LoRA; load a fresh LM to train another")
+        groups.append({"params": add_reader(lm.model, reader_config(fusion_cfg)), "weight_decay": 0.0,
+                       "lr_mult": 1.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     state = _restore(adapter, optimizer, checkpoints, identity, resume)
     adapter, optimizer = accelerator.prepare(adapter, optimizer)
     model, pad = lm.model.to(accelerator.device), pad_id(lm.tokenizer)
@@ -260,7 +279,7 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
                 id_losses.append(id_parts["id_loss"])
         accelerator.backward(loss)
         if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(adapter.parameters(), cfg.max_grad_norm)
+            accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
