@@ -50,6 +50,8 @@ def main() -> int:
     ap.add_argument("--kv-heads", type=int, default=4)
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", choices=("llama", "qwen2"), default="llama",
+                    help="qwen2 adds the q/k/v biases that architecture has")
     args = ap.parse_args()
 
     import gguf
@@ -64,8 +66,8 @@ def main() -> int:
     reader = gguf.GGUFReader(source)
     d, head_dim = args.width, args.width // args.heads
     kv = args.kv_heads * head_dim
-    writer = gguf.GGUFWriter(str(args.out), "llama")
-    writer.add_name(f"random-llama-{args.layers}x{d}")
+    writer = gguf.GGUFWriter(str(args.out), args.arch)
+    writer.add_name(f"random-{args.arch}-{args.layers}x{d}")
     writer.add_context_length(args.context)
     writer.add_embedding_length(d)
     writer.add_block_count(args.layers)
@@ -98,6 +100,10 @@ def main() -> int:
         params += matrix(p + "attn_v.weight", kv, d) + matrix(p + "attn_output.weight", d, d)
         params += matrix(p + "ffn_gate.weight", args.ffn, d) + matrix(p + "ffn_up.weight", args.ffn, d)
         params += matrix(p + "ffn_down.weight", d, args.ffn)
+        if args.arch == "qwen2":
+            for name, width in (("attn_q", d), ("attn_k", kv), ("attn_v", kv)):
+                writer.add_tensor(p + name + ".bias", np.zeros(width, dtype=np.float32))
+                params += width
         print(f"[make_gguf] layer {i + 1}/{args.layers} quantised ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr)
     writer.write_header_to_file()
@@ -105,7 +111,7 @@ def main() -> int:
     writer.write_tensors_to_file()
     writer.close()
     size = args.out.stat().st_size
-    print(f"wrote {args.out}: {params / 1e9:.2f} B parameters, Q4_0, {size / 2**20:.0f} MiB, vocab {vocab}, "
+    print(f"wrote {args.out}: {args.arch}, {params / 1e9:.2f} B parameters, Q4_0, {size / 2**20:.0f} MiB, vocab {vocab}, "
           f"{time.perf_counter() - start:.0f} s")
     return 0
 

