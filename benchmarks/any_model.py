@@ -113,9 +113,8 @@ def cold_start(args) -> dict:
         log(f"[cold] prompt for {name}: {len(prompt)} chars")
         results = {}
         for rep in range(args.repeats):
-            cmd = [sys.executable, "-m", "agent", "chat", "-c", args.config, "--home", str(home), "-p", args.persona,
-                   *[x for s in [*_settings(args), "lm.backend=llamacpp"] for x in ("-s", s)]] if args.config else \
-                  [sys.executable, "-m", "agent", "chat", "--home", str(home), "-p", args.persona,
+            cmd = [sys.executable, "-m", "agent", "chat", *(["-c", args.config] if args.config else []),
+                   "--home", str(home), "-p", args.persona,
                    *[x for s in [*_settings(args), "lm.backend=llamacpp"] for x in ("-s", s)]]
             head = f"{name}: "
 

@@ -87,3 +87,15 @@ def test_a_reader_on_another_lm_is_refused(tmp_path, fresh_lm):
     add_reader(qwen.model, ReaderConfig(rank=4, targets=("q_proj",)))  # another rank: other shapes
     with pytest.raises(ValueError, match=r"a\.safetensors: its reader LoRA does not fit"):
         attach_reader(qwen.model, path)
+
+
+def test_bad_reader_settings_are_named(fresh_lm):
+    from agent.config import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="fusion.reader must be none or lora"):
+        load_config(TINY_CONFIG, ["fusion.reader=lorra"])
+    with pytest.raises((ConfigError, ValueError), match="fusion.reader_rank must be >= 1"):
+        load_config(TINY_CONFIG, ["fusion.reader_rank=0"])
+    with pytest.raises(ValueError, match="fusion.reader_targets 'qproj' names no module of this LM"):
+        add_reader(fresh_lm.model, ReaderConfig(targets=("qproj",)))
+    assert not has_reader(fresh_lm.model)

@@ -34,11 +34,10 @@ def _stopped_by(choice: dict) -> str:
 class EngineDecoder:
     """The per-session decoder of the engine backend: no local KV cache (the engine has it)."""
     reuse_cache = False  # no shared persona prefixes to seed: the engine shares prefixes itself
-    ids: list[int] = []
 
     def __init__(self, soft=None):
         self.soft = soft  # (K, d) soft prompt for engines that take prompt embeddings, or None
-        self.ids = []
+        self.ids: list[int] = []  # always empty: no tokens are cached here
 
     def reset(self) -> None:
         pass

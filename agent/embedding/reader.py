@@ -59,7 +59,11 @@ def add_reader(model: torch.nn.Module, cfg: ReaderConfig) -> list[torch.nn.Param
                       bias="none")
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    inject_adapter_in_model(lora, model, adapter_name=ADAPTER_NAME)
+    try:
+        inject_adapter_in_model(lora, model, adapter_name=ADAPTER_NAME)
+    except ValueError as e:  # PEFT: none of the target modules is in this model
+        raise ValueError(f"fusion.reader_targets {','.join(cfg.targets)!r} names no module of this LM "
+                         f"({str(e)[:200]})") from None
     object.__setattr__(model, LAYERS, [m for m in model.modules() if isinstance(m, BaseTunerLayer)])
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:

@@ -7,6 +7,7 @@ weights at all. `token_embeddings(path)` dequantises only the `token_embd` tenso
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -112,10 +113,19 @@ def _read_header(path: Path) -> tuple[dict, list[tuple[str, int, int, int]], int
 
 def read_gguf(path: str | Path) -> GGUFInfo:
     """The metadata of the GGUF at `path`. MissingWeights when there is no file; GGUFError naming the file
-    when it is not GGUF, is truncated (its tensors reach past its end) or lacks the fields chat needs."""
+    when it is not GGUF, is truncated (its tensors reach past its end) or lacks the fields chat needs.
+
+    Parsed once per file version (path, size, mtime): the backend, the tokenizer and llama.cpp's loader all
+    ask at start-up."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingWeights(f"GGUF file {path} does not exist")
+    stat = path.stat()
+    return _read_gguf(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_gguf(path: Path, size: int, mtime_ns: int) -> GGUFInfo:
     with open(path, "rb") as f:
         head = f.read(4)
     if head != MAGIC:
@@ -127,7 +137,6 @@ def read_gguf(path: str | Path) -> GGUFInfo:
                         f"{type(e).__name__}: {str(e)[:160]})") from None
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    size = path.stat().st_size
     for name, kind, count, offset in tensors:
         try:
             block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
