@@ -200,7 +200,7 @@ class Agent:
             encoder = self.persona_encoder()
             adapter = load_checked_adapter(self.config, self.lm, encoder)
             if has_reader(self.lm.model) and self.chat_backend.name != "transformers":
-                raise ConfigError(f"embedding.adapter {self.config.embedding.adapter!r} carries a reader LoRA, "
+                raise ConfigError(f"embedding.adapter {self.config.embedding.adapter!r} carries a reader, "
                                   f"which runs on lm.backend=transformers only so far (not "
                                   f"{self.chat_backend.name})")
             self._adapter = (adapter, encoder)

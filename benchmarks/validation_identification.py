@@ -282,8 +282,9 @@ def main() -> int:
         else:
             soft = SoftPrompts(load_adapter(Path(mode[8:])), modalities, device=lm.device, dtype=lm.model.dtype)
             conditioning = Conditioning(label, soft_mode, soft, summarise=summarise)
-            if attach_reader(lm.model, Path(mode[8:])):  # fusion.reader=lora: the LM reads with its LoRA
-                print(f"  {label}: with its reader LoRA", file=sys.stderr)
+            reader = attach_reader(lm.model, Path(mode[8:]))  # fusion.reader=lora|prefix: the LM reads with it
+            if reader:
+                print(f"  {label}: with its reader ({reader.kind}, rank {reader.rank})", file=sys.stderr)
         with torch.inference_mode():
             result = identification(lm, conditioning, personas, refs, user=user, progress=True)
         remove_reader(lm.model)  # the next mode reads with the plain LM

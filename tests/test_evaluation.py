@@ -236,3 +236,29 @@ def test_minilm_folder_is_found_inside_its_package(tmp_path):
     assert (folder / "modules.json").is_file() and folder.name == "model"
     with pytest.raises(MissingWeights, match="modules.json"):
         model_folder(str(tmp_path))
+
+
+def test_an_adapter_with_a_reader_is_evaluated_with_it_and_alone(setup, tmp_path):
+    import dataclasses
+
+    from agent.embedding.deep_prefix import get_prefix
+    from agent.embedding.fusion import load_adapter
+    from agent.embedding.reader import ReaderConfig, add_reader, reader_weights
+    from agent.models.lm import load_lm
+
+    agent, config = setup
+    lm = load_lm("random:llama")  # a reader changes the LM in place: not the shared fixture
+    donor = load_lm("random:llama")
+    add_reader(donor.model, ReaderConfig(rank=2, kind="prefix"))
+    with torch.no_grad():
+        get_prefix(donor.model).attn_gate.fill_(1.0)
+    path = save_adapter(tmp_path / "with-reader.safetensors", load_adapter(config.adapter),
+                        reader_weights(donor.model, ReaderConfig(rank=2, kind="prefix")))
+    config = dataclasses.replace(config, adapter=str(path), modes=("card", "soft", "weighted"), drift_turns=2,
+                                 break_turns=1, n_turns=1)
+    results = evaluate(lm, agent.config, config, home=agent.home, progress=False, embed=fake_embed)
+    assert set(results["modes"]) == {"card", "soft"}
+    assert any("read with the reader saved in with-reader.safetensors" in n for n in results["notes"])
+    assert any("weighted modes skipped" in n for n in results["notes"])
+    torch.testing.assert_close(get_prefix(lm.model).attn_gate, get_prefix(donor.model).attn_gate)
+    assert results["modes"]["card"]["fidelity_kl"] == 0  # card mode runs the LM without its reader

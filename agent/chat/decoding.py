@@ -70,7 +70,7 @@ class CachedDecoder:
                     inputs = {"inputs_embeds": inputs_embeds(self.model.get_input_embeddings(), chunk, self.soft)}
                 else:
                     inputs = {"input_ids": chunk}
-                with reading(self.model, self.soft is not None):  # the reader LoRA reads only soft prompts
+                with reading(self.model, self.soft):  # the reader reads only soft prompts
                     out = self.model(**inputs, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self.cache})
                 logits = out.logits[0, -1]  # (vocab,)
                 self.ids.extend(new_ids[start:start + PREFILL_CHUNK])
@@ -93,6 +93,15 @@ class CachedDecoder:
             del self.ids[keep:]
         new = ids[keep:]
         return self._forward(new), len(new)
+
+    @torch.inference_mode()
+    def score(self, ids: list[int]) -> torch.Tensor:
+        """Logits (len(ids), vocab) at each of `ids` run after the cached tokens; the cache is left as it was."""
+        chunk = torch.tensor([ids], device=self.device)  # (1, n)
+        with reading(self.model, self.soft):  # as in _forward: the cached prompt holds the soft prompt
+            out = self.model(input_ids=chunk, use_cache=True, **{self._cache_kwarg: self.cache})
+        self.cache.crop(-len(ids))  # back to self.ids
+        return out.logits[0].float()  # (n, vocab)
 
     def step(self, token_id: int) -> torch.Tensor:
         """Feeds one generated token; returns the next logits (vocab,)."""

@@ -49,8 +49,8 @@ class FusionConfig:
     learn_weights: bool = True  # weighted: train α, β, γ (kept positive) instead of fixing them
     select_scale: float = 33.0  # select: the learned inverse temperature of its picks at the start (cosine scores x this); high = sharp picks of single tokens
     harmless_start: str = "gates"  # attention: gates (zero tanh gates, as Flamingo) | outputs (gates open; each branch's output projection and a pooled-media path zero-initialised, as LoRA)
-    reader: str = "none"  # none | lora: a LoRA on the LM, trained with the adapter, on only while soft vectors are in the input (embedding/reader.py)
-    reader_rank: int = 8  # reader: LoRA rank
+    reader: str = "none"  # none | lora: a LoRA on the LM | prefix: the soft vectors as gated key/value prefixes in every layer; trained with the adapter, on only while soft vectors are in the input (embedding/reader.py)
+    reader_rank: int = 8  # reader: LoRA rank; prefix: rank of each layer's map of the soft vectors
     reader_alpha: float = 16.0  # reader: LoRA alpha (scale alpha / rank)
     reader_targets: str = "q_proj,v_proj"  # reader: comma-separated module names of the LM's layers that get a LoRA
 
@@ -62,8 +62,8 @@ class FusionConfig:
                 raise ValueError(f"fusion.{name} must be >= 1, got {getattr(self, name)}")
         if not self.select_scale > 0:
             raise ValueError(f"fusion.select_scale must be > 0, got {self.select_scale}")
-        if self.reader not in ("none", "lora"):
-            raise ValueError(f"fusion.reader must be none or lora, got {self.reader!r}")
+        if self.reader not in ("none", "lora", "prefix"):
+            raise ValueError(f"fusion.reader must be none, lora or prefix, got {self.reader!r}")
         if self.reader_rank < 1:
             raise ValueError(f"fusion.reader_rank must be >= 1, got {self.reader_rank}")
         if self.harmless_start not in ("gates", "outputs"):

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..chat.backends import TransformersBackend
-from ..chat.decoding import CachedDecoder, cache_kwarg
+from ..chat.decoding import CachedDecoder
 from ..chat.history import HistoryStore
 from ..chat.prompt import Message
 from ..chat.sampling import SamplingOptions, sample_next
@@ -44,10 +44,7 @@ def continuation_logits(decoder: CachedDecoder, prompt_ids: list[int], continuat
     first, _ = decoder.prefill(prompt_ids)  # (vocab,)
     rows = [first[None]]
     if len(continuation) > 1:
-        ids = torch.tensor([list(continuation[:-1])], device=decoder.device)  # (1, n-1)
-        out = decoder.model(input_ids=ids, use_cache=True, **{cache_kwarg(decoder.model): decoder.cache})
-        rows.append(out.logits[0].float())  # (n-1, vocab)
-        decoder.cache.crop(-(len(continuation) - 1))  # back to the prompt, so decoder.ids stays true
+        rows.append(decoder.score(list(continuation[:-1])))  # (n-1, vocab)
     return torch.cat(rows)  # (n, vocab)
 
 

@@ -55,13 +55,27 @@ def build_conditionings(lm, settings: Config, config: EvalConfig, notes: list[st
     settings: the main config (embedding.adapter, embedding.summary_tokens); modalities: persona -> its tokens.
     """
     from ..embedding.fusion import load_adapter
+    from ..embedding.reader import attach_reader, remove_reader
     from ..persona.summary import summary_card
 
     adapters = _adapters(settings.embedding.adapter, config, notes)
     soft_prompts: dict[str, SoftPrompts] = {}
-    for fusion, path in adapters.items():
+    reader = None
+    for fusion, path in sorted(adapters.items()):  # attention first: its reader is the one the LM carries
         if path is None:
             continue
+        if reader is not None:  # one LM reads every soft prompt with the reader it carries
+            notes.append(f"the {fusion} modes skipped: the LM carries {reader}'s reader, which would read their "
+                         f"vectors too; evaluate them in a run of their own")
+            continue
+        if attach_reader(lm.model, path):  # fusion.reader: the LM reads this adapter's vectors with it
+            reader = path.name
+            if soft_prompts:  # it would read the modes loaded before it too
+                remove_reader(lm.model)
+                notes.append(f"the {fusion} modes skipped: {path.name} carries a reader, which would read the "
+                             f"other adapter's vectors too; evaluate them in a run of their own")
+                continue
+            notes.append(f"the {fusion} modes read with the reader saved in {path.name}")
         adapter = load_adapter(path)
         if adapter.config.type != fusion:
             notes.append(f"the {fusion} modes read {path.name}, a {adapter.config.type} adapter")

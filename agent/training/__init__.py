@@ -60,7 +60,7 @@ def train(config: Config, train_cfg: TrainConfig, *, lm, home=None, encoder=None
                                    checkpoints=work / "checkpoints" / out.stem, identity=identity, resume=resume,
                                    contrast=contrast)
     reader = None
-    if config.fusion.reader == "lora":
+    if config.fusion.reader != "none":
         from ..embedding.reader import reader_weights
         from .distill import reader_config
 

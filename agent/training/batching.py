@@ -39,7 +39,7 @@ def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, row
     device = soft.device
     ids = ids.to(device)
     embeds = inputs_embeds(model.get_input_embeddings(), ids, soft)  # (S, T, d)
-    with reading(model):  # the reader LoRA, if the LM has one: soft vectors are in this input
+    with reading(model, soft):  # the reader, if the LM has one: soft vectors are in this input
         hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask.to(device)).last_hidden_state
     picked = hidden[rows.to(device), cols.to(device)]  # (N, d)
     return model.get_output_embeddings()(picked).float()  # (N, V)

@@ -128,11 +128,12 @@ def param_groups(adapter: torch.nn.Module, cfg) -> list[dict]:
 
 
 def reader_config(fusion_cfg: FusionConfig):
-    """The ReaderConfig a fusion config names (fusion.reader=lora)."""
+    """The ReaderConfig a fusion config names (fusion.reader=lora or prefix)."""
     from ..embedding.reader import ReaderConfig
 
     targets = tuple(t.strip() for t in fusion_cfg.reader_targets.split(",") if t.strip())
-    return ReaderConfig(rank=fusion_cfg.reader_rank, alpha=fusion_cfg.reader_alpha, targets=targets)
+    return ReaderConfig(rank=fusion_cfg.reader_rank, alpha=fusion_cfg.reader_alpha, targets=targets,
+                        kind=fusion_cfg.reader)
 
 
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
@@ -234,16 +235,21 @@ def fit_adapter(lm: LoadedLM, modalities: dict[str, dict[str, ModalityTokens]], 
     set_seed(cfg.seed)
     adapter = build_fusion(fusion_cfg, dims, lm.model.config.hidden_size, embedding_norm(lm.model))
     groups = param_groups(adapter, cfg)
-    if fusion_cfg.reader == "lora":  # the LM learns to read the soft vectors (embedding/reader.py)
+    if fusion_cfg.reader != "none":  # the LM learns to read the soft vectors (embedding/reader.py)
         if resume:
-            raise ValueError("resuming a run with fusion.reader=lora is not supported yet (its checkpoints hold "
+            raise ValueError(f"resuming a run with fusion.reader={fusion_cfg.reader} is not supported yet (its checkpoints hold "
                              "the adapter only); train without resume")
         from ..embedding.reader import add_reader, has_reader
 
         if has_reader(lm.model):
             raise ValueError("the LM already carries a reader LoRA; load a fresh LM to train another")
-        groups.append({"params": add_reader(lm.model, reader_config(fusion_cfg)), "weight_decay": 0.0,
-                       "lr_mult": 1.0})
+        params = add_reader(lm.model, reader_config(fusion_cfg))
+        if fusion_cfg.reader == "prefix":  # its zero gates learn at gate_lr_mult, as the adapter's do
+            from ..embedding.deep_prefix import get_prefix
+
+            groups += param_groups(get_prefix(lm.model), cfg)
+        else:
+            groups.append({"params": params, "weight_decay": 0.0, "lr_mult": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     state = _restore(adapter, optimizer, checkpoints, identity, resume)
     adapter, optimizer = accelerator.prepare(adapter, optimizer)
