@@ -169,8 +169,8 @@ class ChatSession:
                 shared = None  # adopted: nothing to remember
         stream = self.backend.stream(self.decoder, prompt, sampling, self.stops, cancel)
         text = ""
-        pieces = iter(stream) if self.persona is None else _strip_name_prefix(iter(stream), self.persona.card.name)
-        for piece in pieces:
+        name = "" if self.persona is None else self.persona.card.name  # "": only leading whitespace goes
+        for piece in _strip_name_prefix(iter(stream), name):
             text += piece
             yield piece
         self.last_stats = stream.stats
