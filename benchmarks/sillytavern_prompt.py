@@ -11,6 +11,7 @@ messages are SillyTavern 1.12.6's Chat Completion defaults built from the person
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -79,7 +80,9 @@ def main() -> None:
                 for label, model, case_guard in cases:
                     if case_guard == guard:
                         results.append((label, model, run_case(url, model, card, args)))
-    print(f"SillyTavern-shaped request for {card.name} ({args.config}, {agent.chat_backend.name} backend)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"SillyTavern-shaped request for {card.name} ({args.config}, {agent.chat_backend.name} backend; "
+          f"{os.cpu_count()} CPUs, load average {load})")
     print(f"{'case':<26} {'model':<28} {'card':<9} {'prompt tokens':>13} {'TTFT uncached':>14} "
           f"{'2nd turn prompt (cached)':>25} {'TTFT':>7}")
     for label, model, ((owner, tokens, _, ttft), (_, tokens2, cached2, ttft2)) in results:

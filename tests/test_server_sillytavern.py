@@ -131,3 +131,13 @@ def test_the_plain_model_has_no_memory_route(agent):
         r = httpx.get(url + "/v1/sessions/cat/memory", params={"model": agent.plain_model},
                       headers={"Authorization": "Bearer sk-test"})
     assert r.status_code == 404
+
+
+def test_names_in_the_completion_object_name_the_plain_models_example_speakers(agent, prompts):
+    body = st_request(agent, agent.plain_model)
+    for m in body["messages"]:
+        if m["role"] in ("user", "assistant"):  # SillyTavern's "Character Names Behavior: Completion Object"
+            m["name"] = "Ann" if m["role"] == "user" else "Tess Marlow"
+    with serve(agent) as (_, url):
+        chat(url, body)
+    assert "Ann: Why should I trust you?\n\nTess Marlow: *shrugs* Don't." in prompts[-1].text

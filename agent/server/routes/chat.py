@@ -31,7 +31,7 @@ from ..worker import DONE, PIECE, Job
 router = APIRouter(prefix="/v1", tags=["chat"])
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; SillyTavern may send more (its custom stopping strings)
 CARD_HEADER = "X-Personae-Card"
-PLAIN_CHAR = "Assistant"  # who speaks example_assistant's lines to the plain model, which has no character name
+PLAIN_CHAR = "Assistant"  # who speaks example_assistant's lines to the plain model when no assistant message is named
 log = logging.getLogger(__name__)
 
 
@@ -105,9 +105,15 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
             job.cancel.set()
 
 
+def _speaker(body: ChatCompletionRequest, role: str, default: str) -> str:
+    """The name the client gives `role`'s messages (SillyTavern does with names in the completion object)."""
+    return next((m.name.strip() for m in body.messages if m.role == role and m.name and m.name.strip()), default)
+
+
 def _turn(body: ChatCompletionRequest, persona, user: str):
     """The request's messages as a Turn (developer read as system, example speakers named); 400 when unanswerable."""
-    char = PLAIN_CHAR if persona is None else persona.name
+    char = persona.name if persona is not None else _speaker(body, "assistant", PLAIN_CHAR)
+    user = _speaker(body, "user", user)
     messages = []
     for m in body.messages:
         role = "system" if m.role == "developer" else m.role
