@@ -4,6 +4,8 @@ without the duplicate-card guard) and against the plain model (the bare LM).
 """
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 from sillytavern import sillytavern_messages
@@ -57,10 +59,11 @@ def chat(url: str, body: dict, **headers) -> httpx.Response:
     return response
 
 
-def test_a_persona_model_leaves_its_card_out_when_sillytavern_sends_one(agent, prompts):
-    with serve(agent) as (_, url):
+def test_a_persona_model_leaves_its_card_out_when_sillytavern_sends_one(agent, prompts, caplog):
+    with serve(agent) as (_, url), caplog.at_level(logging.DEBUG, logger="agent.server"):
         guarded = chat(url, st_request(agent, "tess"))
         text = prompts[-1].text
+    assert "the client's system text holds tess's card" in caplog.text
     with serve(agent, card_guard=False) as (_, url):
         doubled = chat(url, st_request(agent, "tess"))
         doubled_text = prompts[-1].text
