@@ -21,14 +21,7 @@ DESCRIPTION = "Tess Marlow is a terse sailor who mends nets on the quay at dawn.
 USER_TURN = [{"role": "user", "content": "Where are we bound?"}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py's: one torch thread on a shared 2-core machine
 
 
 @pytest.fixture()

@@ -58,7 +58,8 @@ class ChatSession:
                  chat: ChatConfig, user_name: str, decoder=None,
                  soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
         self.persona = persona
-        self.card: Optional[CharacterCard] = None if persona is None else persona.card  # what personae adds (see leave_prompt_to_client)
+        # the card personae puts in the prompt; None: the conversation alone (see leave_prompt_to_client)
+        self.card: Optional[CharacterCard] = None if persona is None else persona.card
         self.id = session_id
         self.backend = backend
         self.tokenizer = backend.tokenizer

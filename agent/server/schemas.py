@@ -19,7 +19,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]  # developer is read as system
     content: Union[str, list[TextPart], None] = None
-    name: Optional[str] = Field(None, max_length=200)  # a named system message is a speaker's line (conversation.named_text)
+    name: Optional[str] = Field(None, max_length=200)  # named system messages are speakers' lines (named_text)
 
     def text(self) -> str:
         if self.content is None:

@@ -30,7 +30,8 @@ class SessionCache:
         was closed."""
         key = (session_id, None if persona is None else persona.slug)
         found = self.pool.get(key)
-        if found is not None and persona is not None and found.persona != self.agent.shown(persona):  # re-imported since: its new card
+        if found is not None and persona is not None and found.persona != self.agent.shown(persona):
+            # re-imported since: its new card
             self.pool.drop(key)
         return self.pool.open(key, lambda: self._load(persona, session_id))
 
