@@ -225,11 +225,21 @@ class Agent:
         card = shown_card(persona.card, mode, lambda card: summary_card(card, tokenizer, tokens))
         return persona if card == persona.card else dataclasses.replace(persona, card=card)
 
+    @property
+    def plain_model(self) -> str:
+        """The LM's own model id (agent/chat/backends.py `model_id`): the server's plain model, whose prompt is
+        the client's messages alone; its saved sessions are stored under this id instead of a persona slug."""
+        from .chat.backends import model_id
+
+        return model_id(self.config.lm)
+
     def open_session(self, persona: Optional[str] = None, *, resume: bool = False, channel: Optional[str] = None,
-                     user_name: Optional[str] = None, session_id: Optional[int] = None, save: bool = True):
+                     user_name: Optional[str] = None, session_id: Optional[int] = None, save: bool = True,
+                     plain: bool = False):
         """A `ChatSession` with `persona`: a new one (greeted), or with `resume` the latest of that persona/channel.
 
         save=False: a session that writes nothing and starts empty (stateless API requests).
+        plain=True: a session with the bare LM and no persona (`plain_model`): nothing but the conversation.
         """
         from .chat.history import UnsavedHistory
         from .chat.prompt import greeting
@@ -237,21 +247,34 @@ class Agent:
 
         user = user_name or self.config.chat.user_name
         store = self.history
-        if not save:
-            chosen, session_id, store = self.persona(persona), 0, UnsavedHistory()
-        elif session_id is not None:
-            chosen = self.personas.get(self.history.session_persona(session_id))
+        if session_id is not None and save:
+            owner = self.history.session_persona(session_id)
+            plain = owner == self.plain_model
+            chosen = None if plain else self.personas.get(owner)
         else:
-            chosen = self.persona(persona)
-            session_id = self.history.latest_session(chosen.slug, channel) if resume else None
-            if session_id is None:
-                session_id = self.history.create_session(chosen.slug, greeting(chosen.card, user), channel)
+            chosen = None if plain else self.persona(persona)
+            key = self.plain_model if plain else chosen.slug
+            if not save:
+                session_id, store = 0, UnsavedHistory()
+            else:
+                session_id = self.history.latest_session(key, channel) if resume else None
+                if session_id is None:
+                    session_id = self.history.create_session(key, "" if plain else greeting(chosen.card, user), channel)
+        if chosen is None:
+            return self._plain_session(session_id, store, user)
         soft = self.soft_prompt(chosen)
         return ChatSession(persona=self.shown(chosen), session_id=session_id, backend=self.chat_backend, store=store,
                            chat=self.config.chat, user_name=user, soft=soft,
                            decoder=self.chat_backend.new_decoder(soft),
                            with_card=self.config.embedding.mode.card_text, prefixes=self.prefixes,
                            context=self.session_context(chosen, session_id, user, store=store, saved=save))
+
+    def _plain_session(self, session_id: int, store, user: str):
+        from .chat.session import ChatSession
+
+        return ChatSession(persona=None, session_id=session_id, backend=self.chat_backend, store=store,
+                           chat=self.config.chat, user_name=user, decoder=self.chat_backend.new_decoder(None),
+                           prefixes=self.prefixes)
 
     def attach_lore(self, session, name: str) -> None:
         """Attaches imported lorebook `name` to a saved session (from its next turn on)."""

@@ -60,6 +60,22 @@ def test_the_choice_needs_no_model_loaded(gguf_cache):
         backend_name(LMConfig(backend="engine"))
 
 
+@pytest.mark.parametrize("cfg, expected", [
+    (LMConfig(name_or_path=GGUF), "SmolLM2-135M-Instruct.Q4_1"),  # the GGUF's file stem
+    (LMConfig(name_or_path="Qwen/Qwen2.5-3B-Instruct"), "Qwen2.5-3B-Instruct"),
+    (LMConfig(name_or_path="/models/tinyllama/"), "tinyllama:lm"),  # a persona slug could spell it
+    (LMConfig(name_or_path="/models/Mara.GGUF"), "Mara:lm"),
+    (LMConfig(name_or_path=RANDOM), "random:llama"),
+    (LMConfig(name_or_path=GGUF, url="http://127.0.0.1:9", model="smollm2:135m"), "smollm2:135m"),  # the engine's
+])
+def test_the_plain_model_id_comes_from_the_config_and_never_spells_a_persona_slug(cfg, expected):
+    from agent.chat.backends import model_id
+    from agent.persona.store import slugify
+
+    assert model_id(cfg) == expected and model_id(cfg) == model_id(cfg)
+    assert slugify(model_id(cfg)) != model_id(cfg).casefold()
+
+
 def test_explicit_llamacpp_without_the_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     assert backend_name(LMConfig(name_or_path=GGUF, backend="auto")) == "transformers"

@@ -97,3 +97,11 @@ def test_client_system_messages_and_greeting_are_pinned(tiny_llama):
     fitted = fit_prompt(tok, _card(), history, "U", budget=budget)
     assert fitted.dropped > 0
     assert "Answer in French." in fitted.text and "Welcome aboard." in fitted.text
+
+
+def test_without_a_card_the_history_alone_is_the_prompt():
+    history = [Message("system", "Client rules."), Message("assistant", "Hi."), Message("user", "yo")]
+    assert build_messages(None, history, "Ann") == [{"role": m.role, "content": m.content} for m in history]
+    assert build_messages(None, history, "Ann", context=TurnContext(recent="lore")) == \
+        [{"role": "system", "content": "Client rules."}, {"role": "assistant", "content": "Hi."},
+         {"role": "system", "content": "lore"}, {"role": "user", "content": "yo"}]

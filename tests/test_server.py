@@ -81,11 +81,13 @@ def wait_for(condition, seconds: float = 10.0) -> float:
 
 # --- models and chat ---------------------------------------------------------------------------------
 
-def test_every_persona_is_a_model(server):
+def test_every_persona_is_a_model_and_so_is_the_lm(server):
     client, _ = server
     ids = [m.id for m in client.models.list()]
-    assert ids == sorted(ids) and {"hale", "mara", "pixel", "tess"} <= set(ids)
+    assert ids[:-1] == sorted(ids[:-1]) and {"hale", "mara", "pixel", "tess"} <= set(ids)
+    assert ids[-1] == "random:llama"  # the plain model: the LM's own id (configs/tiny.yaml's lm.name_or_path)
     assert client.models.retrieve("mara").owned_by == "personae"
+    assert client.models.retrieve("random:llama").id == "random:llama"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nobody")
 

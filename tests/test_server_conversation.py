@@ -2,7 +2,8 @@
 import pytest
 
 from agent.chat.prompt import Message
-from agent.server.conversation import CONTINUE, FORK, RETRY, prompt_history, read_turn, reconcile, stored_pairs
+from agent.server.conversation import (CONTINUE, FORK, RETRY, named_text, prompt_history, read_turn, reconcile,
+                                       stored_pairs)
 
 A, U, S = "assistant", "user", "system"
 
@@ -55,3 +56,16 @@ def test_reconcile(wanted, text, action):
 def test_stored_pairs_join_runs_and_drop_system_messages():
     history = [Message(A, "Ahoy."), Message(U, "a"), Message(S, "x"), Message(U, "b"), Message(A, "c"), Message(U, "d")]
     assert stored_pairs(history) == ("Ahoy.", [("a\n\nb", "c")])
+
+
+@pytest.mark.parametrize("role, name, text, expected", [
+    (S, "example_user", "Why trust you?", "Ann: Why trust you?"),  # SillyTavern's example dialogue
+    (S, "example_assistant", "*shrugs* Don't.", "Mara: *shrugs* Don't."),
+    (S, "example_assistant", "Mara: Don't.", "Mara: Don't."),  # the client named the speaker already
+    (S, "Narrator", "Night falls.", "Narrator: Night falls."),
+    (S, None, "Rhyme.", "Rhyme."),
+    (U, "Ann", "hi", "hi"),  # the role says who speaks
+    (A, "example_assistant", "hey", "hey"),
+])
+def test_named_system_messages_become_speakers_lines(role, name, text, expected):
+    assert named_text(role, text, name, user="Ann", char="Mara") == expected

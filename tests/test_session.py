@@ -144,3 +144,32 @@ def test_fork_continues_in_a_new_stored_conversation(tiny_agent):
     assert tiny_agent.history.latest_session("mara", "c1") == new_id
     "".join(s.reply("go on"))
     assert tiny_agent.history.messages(new_id)[-2].content == "go on"
+
+
+def test_a_session_with_the_bare_lm_adds_nothing_to_the_conversation(tiny_agent):
+    from agent.chat.history import Message
+
+    s = tiny_agent.open_session(plain=True, channel="plain")
+    assert s.persona is None and s.messages == [] and not s.adds_card  # no greeting either
+    history = [Message("system", "You are a cat."), Message("user", "meow")]
+    prompt = s.prompt_for(history)
+    assert prompt.messages == [{"role": "system", "content": "You are a cat."}, {"role": "user", "content": "meow"}]
+    assert prompt.text == tiny_agent.chat_backend.tokenizer.apply_chat_template(
+        prompt.messages, tokenize=False, add_generation_prompt=True)
+    "".join(s.reply("meow"))
+    assert tiny_agent.history.session_persona(s.id) == tiny_agent.plain_model  # stored under the LM's id
+    assert tiny_agent.open_session(plain=True, channel="plain", resume=True).id == s.id
+
+
+def test_a_client_that_brings_the_card_gets_no_second_one(tiny_agent):
+    from agent.chat.history import Message
+
+    s = tiny_agent.open_session("mara")
+    history = [Message("system", "The client's own card."), *s.messages, Message("user", "hi")]
+    s.kept_from = 2
+    s.leave_prompt_to_client(True)
+    assert not s.adds_card and s.kept_from == 0
+    text = s.prompt_for(history).text
+    assert "brigantine Grey Gull" not in text and "Stay in character as" not in text and "client's own card" in text
+    s.leave_prompt_to_client(False)
+    assert "brigantine Grey Gull" in s.prompt_for(history).text

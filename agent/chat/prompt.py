@@ -10,7 +10,7 @@ The token ids go to the decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..embedding.soft_prompt import soft_placeholders
 from ..persona.card import CharacterCard
@@ -80,9 +80,12 @@ def stop_strings(card: CharacterCard, user: str) -> list[str]:
             "<end_of_turn>", "</s>"]
 
 
-def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *, with_card: bool = True,
+def build_messages(card: Optional[CharacterCard], history: Sequence[Message], user: str, *, with_card: bool = True,
                    context: TurnContext = NO_CONTEXT) -> list[dict]:
     """history: greeting first, then alternating user/assistant turns; the last one is usually the new user turn.
+
+    card=None: personae adds nothing, the history alone is the prompt (an API client that builds its own:
+    the plain model, or a client whose system text already holds the card); `context` still joins it.
 
     The card's post-history instructions precede every user turn, not only the newest: the user's words
     are the last thing the model reads before it answers (with an instruction or a lore note after them,
@@ -93,9 +96,12 @@ def build_messages(card: CharacterCard, history: Sequence[Message], user: str, *
     that many messages from the end (never among the pinned ones). A changed `recent` costs the previous
     turn and the new one, never the card or older history.
     """
-    messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card, context=context)}]
-    # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
-    phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user) if with_card else ""
+    if card is None:
+        messages, phi = [], ""
+    else:
+        messages = [{"role": "system", "content": system_prompt(card, user, with_card=with_card, context=context)}]
+        # the post-history instructions are card text too: with the soft prompt standing in for the card, they go
+        phi = substitute(card.post_history_instructions.strip(), char=card.name, user=user) if with_card else ""
     pinned = _pinned(history)
     extra: dict[int, list[Message]] = {}  # history index -> messages inserted before it
     if context.notes.strip():
@@ -143,7 +149,7 @@ class Prompt:
     messages: list[dict]  # the messages that were rendered
 
 
-def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user: str, *,
+def fit_prompt(tokenizer, card: Optional[CharacterCard], history: Sequence[Message], user: str, *,
                budget: int, kept_from: int = 1, soft_tokens: int = 0, with_card: bool = True,
                context: TurnContext = NO_CONTEXT) -> Prompt:
     """Renders the prompt within `budget` tokens, dropping the oldest whole turns after the greeting.
@@ -172,7 +178,8 @@ def fit_prompt(tokenizer, card: CharacterCard, history: Sequence[Message], user:
             return prompt
     if len(prompt.ids) <= budget:
         return prompt
-    raise ValueError(f"the card, greeting and latest message take {len(prompt.ids)} tokens, more than the "
+    what = "the card, greeting" if card is not None else "the system messages, greeting"
+    raise ValueError(f"{what} and latest message take {len(prompt.ids)} tokens, more than the "
                      f"{budget}-token prompt budget; shorten the card or raise chat.context_tokens")
 
 

@@ -11,6 +11,7 @@ import threading
 from typing import Iterator, Optional
 
 from ..config import ChatConfig
+from ..persona.card import CharacterCard
 from ..persona.store import Persona
 from .stream import DecodeStats, common_prefix_length
 from .history import HistoryStore, UnsavedHistory
@@ -48,12 +49,17 @@ def _strip_name_prefix(pieces: Iterator[str], name: str) -> Iterator[str]:
 
 class ChatSession:
     """backend: what the session decodes with (agent/chat/backends.py: tokenizer, context_length,
-    stop_token_ids, new_decoder); store: the history store (UnsavedHistory for stateless API requests)."""
+    stop_token_ids, new_decoder); store: the history store (UnsavedHistory for stateless API requests).
 
-    def __init__(self, *, persona: Persona, session_id: int, backend, store: HistoryStore,
+    persona=None: the bare LM (the server's plain model): no card, greeting, lore or name stops of personae's,
+    the conversation alone is the prompt, rendered through the model's chat template."""
+
+    def __init__(self, *, persona: Optional[Persona], session_id: int, backend, store: HistoryStore,
                  chat: ChatConfig, user_name: str, decoder=None,
                  soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
         self.persona = persona
+        # the card personae puts in the prompt; None: the conversation alone (see leave_prompt_to_client)
+        self.card: Optional[CharacterCard] = None if persona is None else persona.card
         self.id = session_id
         self.backend = backend
         self.tokenizer = backend.tokenizer
@@ -73,7 +79,26 @@ class ChatSession:
             max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
             top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
             eos_token_ids=backend.stop_token_ids)  # the defaults; `reply(sampling=)` overrides them per turn
-        self.stops = with_turn_markers(stop_strings(persona.card, user_name), self.tokenizer)
+        self.stops = with_turn_markers(stop_strings(persona.card, user_name) if persona else [], self.tokenizer)
+
+    @property
+    def key(self) -> str:
+        """Whose fixed prefix this session shares (agent/chat/prefix.py): the persona's slug, '' for the bare LM."""
+        return "" if self.persona is None else self.persona.slug
+
+    @property
+    def adds_card(self) -> bool:
+        """Whether personae puts the persona's card (and its lore and memory) into the prompt."""
+        return self.card is not None
+
+    def leave_prompt_to_client(self, client_owns: bool) -> None:
+        """client_owns=True: the client's messages already carry the character (its own copy of the card, as
+        SillyTavern sends it), so from the next turn on personae adds no card, greeting, lore or memory of its
+        own; False: it adds them again. The bare LM's sessions never add any."""
+        card = None if client_owns or self.persona is None else self.persona.card
+        if card != self.card:
+            self.kept_from = 0  # another prompt: the old drop point means nothing in it
+        self.card = card
 
     @property
     def greeting(self) -> str:
@@ -103,7 +128,7 @@ class ChatSession:
             if i and option == lesser[i - 1]:
                 continue  # failed already
             try:
-                prompt = fit_prompt(self.tokenizer, self.persona.card, history, self.user_name,
+                prompt = fit_prompt(self.tokenizer, self.card, history, self.user_name,
                                     budget=budget, kept_from=self.kept_from, with_card=self.with_card,
                                     soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
             except ValueError as e:
@@ -121,7 +146,7 @@ class ChatSession:
         turns finds the window, turns that left it are archived, then the prompt is fitted again with what the
         new message recalls."""
         budget = self.budget(max_new_tokens)
-        if self.context is None:
+        if self.context is None or not self.adds_card:
             return self._fit(history, NO_CONTEXT, budget)
         self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
         return self._fit(history, self.context.build(history, self.kept_from), budget)
@@ -141,17 +166,18 @@ class ChatSession:
         shared = None
         if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
-            if self.prefixes.seed(self.decoder, self.persona.slug, shared):
+            if self.prefixes.seed(self.decoder, self.key, shared):
                 shared = None  # adopted: nothing to remember
         stream = self.backend.stream(self.decoder, prompt, sampling, self.stops, cancel)
         text = ""
-        for piece in _strip_name_prefix(iter(stream), self.persona.card.name):
+        name = "" if self.persona is None else self.persona.card.name  # "": only leading whitespace goes
+        for piece in _strip_name_prefix(iter(stream), name):
             text += piece
             yield piece
         self.last_stats = stream.stats
         self._last_text = text.strip()
         if shared:
-            self.prefixes.remember(self.decoder, self.persona.slug, shared)
+            self.prefixes.remember(self.decoder, self.key, shared)
 
     def reply(self, text: str, *, cancel: Optional[threading.Event] = None,
               sampling: Optional[SamplingOptions] = None) -> Iterator[str]:

@@ -20,8 +20,9 @@ FINISH_REASONS = {"eos": "stop", "stop string": "stop", "cancelled": "stop", "ma
 
 @dataclass(frozen=True)
 class ChatRequest:
-    persona: object  # the Persona the `model` field named
+    persona: object  # the Persona the `model` field named; None: the plain model (the bare LM)
     turn: Turn  # the client's messages, read
+    client_card: bool  # the client's system text holds the persona's card (agent/server/card_guard.py): add none
     session_id: Optional[str]  # None: stateless
     max_tokens: Optional[int]  # None keeps chat.max_new_tokens
     temperature: Optional[float]
@@ -42,7 +43,8 @@ class Completion:
 def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[str]:
     """The reply's pieces; on a saved session, first brings the store in line with a resent conversation."""
     turn = request.turn
-    card_greeting = greeting(session.persona.card, session.user_name)
+    session.leave_prompt_to_client(request.client_card)
+    card_greeting = greeting(session.card, session.user_name) if session.adds_card else ""
     if session.saved:  # the store is authoritative: a closed and reopened session behaves the same
         stored = session.store.messages(session.id)
     else:

@@ -6,11 +6,25 @@ session. Both become a `Turn`, and `prompt_history` merges it with what the serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..chat.prompt import Message
 
 ROLES = ("system", "user", "assistant")
+EXAMPLE_NAMES = {"example_user": "user", "example_assistant": "char"}  # SillyTavern's example dialogue turns
+
+
+def named_text(role: str, text: str, name: Optional[str], *, user: str, char: str) -> str:
+    """A message's text with its OpenAI `name` made readable for a chat template, which has no place for it.
+
+    A named system message is a speaker's line: SillyTavern sends the example dialogue as system messages named
+    example_user / example_assistant, which become "{user}: text" / "{char}: text"; any other name is the
+    speaker itself. User and assistant messages keep their text: the role already says who speaks.
+    """
+    if role != "system" or not name or not name.strip():
+        return text
+    speaker = {"user": user, "char": char}.get(EXAMPLE_NAMES.get(name.strip()), name.strip())
+    return text if text.lstrip().startswith(speaker + ":") else f"{speaker}: {text}"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A client session id maps to one stored conversation per persona (history channel "openai:<id>"); a closed
 session reopens from that stored history. Stateless requests share one unsaved session per persona, whose
-decoder still reuses whatever token prefix the last request left in its cache.
+decoder still reuses whatever token prefix the last request left in its cache. The plain model (persona
+None: the bare LM) has its sessions here too, stored under its model id.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ CHANNEL_PREFIX = "openai:"  # history channel of an API session: keeps them apar
 
 
 class SessionCache:
-    """(client session id or None, persona slug) -> ChatSession. Used from the model worker thread only."""
+    """(client session id or None, persona slug or None for the plain model) -> ChatSession. Used from the model
+    worker thread only."""
 
     def __init__(self, agent, *, max_sessions: int, max_cached_tokens: int):
         self.agent = agent
@@ -24,20 +26,23 @@ class SessionCache:
         return len(self.pool)
 
     def open(self, persona, session_id: Optional[str]):
-        """The session for this client id and persona, reopened from the store when it was closed."""
-        key = (session_id, persona.slug)
+        """The session for this client id and persona (None: the plain model), reopened from the store when it
+        was closed."""
+        key = (session_id, None if persona is None else persona.slug)
         found = self.pool.get(key)
-        if found is not None and found.persona != self.agent.shown(persona):  # re-imported since: its new card
+        if found is not None and persona is not None and found.persona != self.agent.shown(persona):
+            # re-imported since: its new card
             self.pool.drop(key)
         return self.pool.open(key, lambda: self._load(persona, session_id))
 
     def _load(self, persona, session_id: Optional[str]):
+        plain, slug = persona is None, None if persona is None else persona.slug
         if session_id is None:
-            return self.agent.open_session(persona.slug, save=False)
+            return self.agent.open_session(slug, save=False, plain=plain)
         channel = CHANNEL_PREFIX + session_id
-        sid = self.agent.history.latest_session(persona.slug, channel)
+        sid = self.agent.history.latest_session(self.agent.plain_model if plain else slug, channel)
         return self.agent.open_session(session_id=sid) if sid is not None \
-            else self.agent.open_session(persona.slug, channel=channel)
+            else self.agent.open_session(slug, channel=channel, plain=plain)
 
     def trim(self) -> None:
         """Closes the least recently used sessions until both bounds hold (the newest one always stays)."""

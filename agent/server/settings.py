@@ -28,6 +28,7 @@ class ServerSettings(BaseSettings):
     queue_size: int = Field(8, ge=1)  # model jobs waiting behind the running one; more get 429 at once
     max_sessions: int = Field(32, ge=1)  # sessions whose KV cache stays in memory (least recently used dropped)
     max_cached_tokens: int = Field(65536, ge=1)  # KV-cached tokens over all sessions kept in memory
+    card_guard: bool = True  # add no persona card when the client's system text already holds it (card_guard.py)
 
 
 def is_loopback(host: str) -> bool:

@@ -1,21 +1,26 @@
-"""POST /v1/chat/completions: `model` picks the persona; the reply streams as server-sent chunks or comes whole.
+"""POST /v1/chat/completions: `model` picks the persona or the plain model (the bare LM); the reply streams as
+server-sent chunks or comes whole.
 
 The request is checked against the caps here, read into a `ChatRequest`, and run by `complete` on the
 model worker; a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
+`X-Personae-Card` says whose card the prompt holds: `personae` (the persona's, added by personae), `client`
+(the client's system text held it, so personae added none) or `none` (the plain model).
 """
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from functools import partial
 from typing import Annotated, AsyncIterator, Optional
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..card_guard import holds_card
 from ..completion import ChatRequest, Completion, complete
-from ..conversation import read_turn
+from ..conversation import named_text, read_turn
 from ..deps import StateDep, persona_named
 from ..dispatch import run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
@@ -25,6 +30,9 @@ from ..worker import DONE, PIECE, Job
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; SillyTavern may send more (its custom stopping strings)
+CARD_HEADER = "X-Personae-Card"
+PLAIN_CHAR = "Assistant"  # who speaks example_assistant's lines to the plain model when no assistant message is named
+log = logging.getLogger(__name__)
 
 
 def _checked(body: ChatCompletionRequest, settings: ServerSettings) -> Optional[int]:
@@ -97,26 +105,56 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
             job.cancel.set()
 
 
+def _speaker(body: ChatCompletionRequest, role: str, default: str) -> str:
+    """The name the client gives `role`'s messages (SillyTavern does with names in the completion object)."""
+    return next((m.name.strip() for m in body.messages if m.role == role and m.name and m.name.strip()), default)
+
+
+def _turn(body: ChatCompletionRequest, persona, user: str):
+    """The request's messages as a Turn (developer read as system, example speakers named); 400 when unanswerable."""
+    char = persona.name if persona is not None else _speaker(body, "assistant", PLAIN_CHAR)
+    user = _speaker(body, "user", user)
+    messages = []
+    for m in body.messages:
+        role = "system" if m.role == "developer" else m.role
+        messages.append((role, named_text(role, m.text(), m.name, user=user, char=char)))
+    try:
+        return read_turn(messages)
+    except ValueError as e:
+        raise APIError(400, str(e), code="invalid_value", param="messages") from None
+
+
+def _card_owner(persona, turn, state) -> str:
+    """Whose card the prompt holds: none (plain model), client (the duplicate guard fired) or personae."""
+    if persona is None:
+        return "none"
+    if state.settings.card_guard and turn.system and holds_card(turn.system, persona.card):
+        log.debug("the client's system text holds %s's card: personae adds no card of its own", persona.slug)
+        return "client"
+    return "personae"
+
+
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep,
                            x_session_id: Annotated[Optional[str], Header()] = None):
     max_tokens = _checked(body, state.settings)
-    persona = await persona_named(state.agent, body.model)
-    try:
-        turn = read_turn([("system" if m.role == "developer" else m.role, m.text()) for m in body.messages])
-    except ValueError as e:
-        raise APIError(400, str(e), code="invalid_value", param="messages") from None
-    chat = ChatRequest(persona=persona, turn=turn, session_id=_session_id(x_session_id, body.user),
+    persona = None if body.model == state.agent.plain_model else await persona_named(state.agent, body.model)
+    turn = _turn(body, persona, state.agent.config.chat.user_name)
+    owner = _card_owner(persona, turn, state)
+    chat = ChatRequest(persona=persona, turn=turn, client_card=owner == "client",
+                       session_id=_session_id(x_session_id, body.user),
                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                        stop=body.stop_strings())
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     run = partial(complete, state.sessions, chat)
+    headers = {CARD_HEADER: owner}
     if not body.stream:
-        return _response(ident, body.model, created, await run_job(request, state.worker, run))
+        done = await run_job(request, state.worker, run)
+        return JSONResponse(_response(ident, body.model, created, done), headers=headers)
     job = submit(state.worker, run)
     first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
     if first[0] not in (PIECE, DONE):
         raise as_api_error(first[1])
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(_chunks(job, first, ident, body.model, created, include_usage),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
