@@ -254,10 +254,12 @@ class Agent:
                            context=self.session_context(chosen, session_id, user, store=store, saved=save))
 
     def open_scene(self, personas: Sequence[str] = (), *, resume: bool = False, channel: Optional[str] = None,
-                   user_name: Optional[str] = None, scene_id: Optional[int] = None, save: bool = True):
-        """A group `Scene` (agent/chat/scene.py) of `personas`: a new one opened by their group greetings; with
-        `resume` the latest scene of exactly these personas in `channel` (of any, when none is named); or
-        scene `scene_id`. save=False: a scene that writes nothing and starts anew (stateless API requests)."""
+                   user_name: Optional[str] = None, scene_id: Optional[int] = None, save: bool = True,
+                   opening=None):
+        """A group `Scene` (agent/chat/scene.py) of `personas`: a new one opened by their group greetings (or by
+        `opening`, Messages naming their speakers); with `resume` the latest scene of exactly these personas
+        in `channel` (of any, when none is named); or scene `scene_id`. save=False: a scene that writes
+        nothing and starts anew (stateless API requests)."""
         from .chat.history import UnsavedHistory
         from .chat.scene import Scene, opening_lines
 
@@ -265,14 +267,15 @@ class Agent:
         chosen = list({p.slug: p for p in (self.persona(name) for name in personas)}.values())
         slugs = [p.slug for p in chosen]
         store = self.history if save else UnsavedHistory()
+        first = list(opening) if opening is not None else opening_lines([(p.slug, p.card) for p in chosen], user)
         if not save:
-            scene_id, lines = 0, opening_lines([(p.slug, p.card) for p in chosen], user)
+            scene_id, lines = 0, first
             members = {p.slug: self.open_session(p.slug, save=False, user_name=user) for p in chosen}
         else:
             if scene_id is None and resume:
                 scene_id = store.latest_scene(slugs or None, channel)
             if scene_id is None:
-                scene_id = store.create_scene(slugs, opening_lines([(p.slug, p.card) for p in chosen], user), channel)
+                scene_id = store.create_scene(slugs, first, channel)
             elif not store.is_scene(scene_id):
                 raise ValueError(f"session {scene_id} is not a group scene")
             lines = store.messages(scene_id)
@@ -292,6 +295,23 @@ class Agent:
                       user_name=user, join=join, names={line.name: self._card_name(line.name) for line in lines
                                                          if line.role == "assistant" and line.name})
         return scene
+
+    def scene_preview(self, personas: Sequence[str], message: Optional[str] = None, *, resume: bool = False,
+                      user_name: Optional[str] = None) -> str:
+        """The prompt of the persona that speaks next in the scene of `personas` (its last one with `resume`,
+        else a new one, which is not written), annotated as `prompt_preview` does."""
+        from .chat.prompt import annotate
+
+        saved = resume and self.history.latest_scene([self.persona(p).slug for p in personas]) is not None
+        scene = self.open_scene(personas, resume=saved, user_name=user_name, save=saved)
+        slug, prompt = scene.prompt(message)
+        if slug is None:
+            return f"[scene: nobody speaks next with scene.strategy={self.config.scene.strategy}; /next NAME chooses]"
+        lore = scene.members[slug].context.report.lore if scene.members[slug].context is not None else None
+        return "\n".join([f"[scene: {scene.names[slug]} speaks next ({self.config.scene.strategy}); stop strings "
+                          f"{', '.join(repr(s) for s in scene.stops_for(slug)[:6])}...]",
+                          lore.explain() if lore is not None else "[lore: no lorebook]",
+                          annotate(prompt, self.chat_backend.tokenizer)])
 
     def _card_name(self, slug: str) -> str:
         from .persona.store import UnknownPersona

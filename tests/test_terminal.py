@@ -97,3 +97,57 @@ def test_remember_memory_forget_and_lore_commands(tiny_agent):
 def test_lore_command_shows_what_fired(tiny_agent):
     chat, code, out = _chat(tiny_agent, ["Tell me about the Grey Gull.", "/lore"])
     assert "[lore fired]" in out
+
+
+def _small_personas(agent):
+    from agent.persona.card import CharacterCard
+    from agent.persona.store import save_persona
+
+    for slug, name in (("ann", "Ann Reed"), ("bob", "Bob"), ("cy", "Cy")):
+        card = CharacterCard.from_fields({"name": name, "description": f"{name} is brief.",
+                                          "first_mes": f"{name} waves."}, "t")
+        save_persona(card, agent.home.personas / slug)
+
+
+def _scene_chat(agent, personas, lines, *, resume=False):
+    out, err = io.StringIO(), io.StringIO()
+    from rich.console import Console
+
+    chat = TerminalChat(agent, out=out, err=Console(file=err, highlight=False))
+    chat.open(personas, resume=resume, user_name="Sam")
+    feed = iter(lines)
+
+    def read(_prompt):
+        try:
+            return next(feed)
+        except StopIteration:
+            raise EOFError
+
+    return chat, chat.loop(read), out.getvalue(), err.getvalue()
+
+
+def test_a_scene_in_the_terminal(tiny_agent):
+    _small_personas(tiny_agent)
+    chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["Bob, your view?", "/next ann", "/invite cy",
+                                                                    "/scene", "/leave bob", "/history", "/retry"])
+    assert code == 0 and chat.scene is not None
+    assert out.startswith("Ann Reed: Ann Reed waves.\nBob: ")  # the greeting, then Bob answers his name
+    assert "Cy (cy)" in out and "strategy: natural" in out and "prompt tokens computed" in out
+    assert list(chat.scene.members) == ["ann", "cy"] and "Bob leaves the scene" in err
+    assert "Sam: Bob, your view?" in out  # /history names every speaker
+    assert "not in a group scene yet" in err  # /retry
+    resumed, *_ = _scene_chat(tiny_agent, ["cy", "ann"], [], resume=True)
+    assert resumed.scene.id == chat.scene.id
+
+
+def test_invite_turns_a_chat_into_a_scene(tiny_agent):
+    _small_personas(tiny_agent)
+    out = io.StringIO()
+    chat = TerminalChat(tiny_agent, out=out)
+    chat.open("ann", resume=False, user_name="Sam")
+    chat.turn("hello")
+    chat.command("/invite bob")
+    assert chat.scene is not None and list(chat.scene.members) == ["ann", "bob"]
+    assert [m.name for m in chat.scene.lines[:3]] == ["ann", "", "ann"] and chat.scene.lines[1].content == "hello"
+    chat.command("/next bob")
+    assert chat.scene.lines[-1].name == "bob"
