@@ -184,6 +184,7 @@ class Scene:
         self._join = join
         self.names = {**(names or {}), **{slug: s.persona.name for slug, s in self.members.items()}}
         self.replies: list[SceneReply] = []  # this run's replies, newest last (their stats)
+        self.instructions = ""  # an API client's system text: it follows the scene note in every view
 
     # --- who is here ------------------------------------------------------------------------------
     def roster(self) -> list[Member]:
@@ -216,6 +217,18 @@ class Scene:
         self.store.leave_scene(self.id, slug)
         session.close()
         return session.persona.name
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in the members' KV caches."""
+        return sum(s.cached_tokens for s in self.members.values())
+
+    def replace_lines(self, lines: Sequence[Message]) -> None:
+        """The scene so far is `lines` (an API client resent it); nothing is stored."""
+        self.lines = list(lines)
+        for line in self.lines:
+            if line.role == "assistant" and line.name not in self.names:
+                self.names[line.name] = line.name
 
     def close(self) -> None:
         """Frees every member's KV cache; the scene still works and recomputes its prompts."""
@@ -269,6 +282,13 @@ class Scene:
             return None, None
         return slug, self.members[slug].preview(self.view(slug, lines), prefix=f"{self.names[slug]}:")
 
+    def correct_last_line(self, text: str) -> None:
+        """The newest persona line becomes `text`, in memory and in the store (a client's stop string cut it)."""
+        if not self.lines or self.lines[-1].role != "assistant":
+            raise ValueError("the scene does not end with a persona's line")
+        self.store.replace_last_reply(self.id, text)
+        self.lines[-1] = Message("assistant", text, self.lines[-1].name)
+
     def save(self, lines: list[Message]) -> None:
         if lines:
             self.store.append_lines(self.id, lines)
@@ -293,7 +313,8 @@ class Scene:
         lines = self.lines if lines is None else lines
         others = [s.persona.name for other, s in self.members.items() if other != slug] + self.humans(lines)
         names = ", ".join([self.names[slug], *others[:-1]]) + f" and {others[-1]}"
-        out = [Message("system", SCENE_NOTE.format(names=names, char=self.names[slug]))]
+        note = SCENE_NOTE.format(names=names, char=self.names[slug])
+        out = [Message("system", f"{note}\n\n{self.instructions}" if self.instructions.strip() else note)]
         for line in lines:
             if line.role == "assistant" and line.name == slug:
                 out.append(Message("assistant", f"{self.names[slug]}: {line.content}"))

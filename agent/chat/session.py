@@ -238,6 +238,11 @@ class ChatSession:
         self.kept_from = 0
         return new_id
 
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in this session's KV cache."""
+        return len(self.decoder.ids)
+
     def close(self) -> None:
         """Frees the KV cache (the history stays in the store); the session still works and recomputes its prompt."""
         self.decoder.reset()

@@ -11,7 +11,7 @@ import time
 from functools import partial
 from typing import Annotated, AsyncIterator, Optional
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..completion import ChatRequest, Completion, complete
@@ -19,6 +19,7 @@ from ..conversation import read_turn
 from ..deps import StateDep, persona_named
 from ..dispatch import run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
+from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, scene_names
 from ..schemas import ChatCompletionRequest
 from ..settings import ServerSettings
 from ..worker import DONE, PIECE, Job
@@ -53,7 +54,8 @@ def _session_id(header: Optional[str], user: Optional[str]) -> Optional[str]:
 
 def _response(ident: str, model: str, created: int, done: Completion) -> dict:
     return {"id": ident, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None,
+                                                 **({"name": done.speaker} if done.speaker else {})},
                          "logprobs": None, "finish_reason": done.finish_reason}],
             "usage": _usage(done)}
 
@@ -78,7 +80,8 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
 
     finished = False
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        speaker = job.info.get("speaker")
+        yield chunk({"role": "assistant", "content": "", **({"name": speaker} if speaker else {})})
         kind, value = first
         while kind == PIECE:
             yield chunk({"content": value})
@@ -97,10 +100,32 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
             job.cancel.set()
 
 
+async def _scene_run(body: ChatCompletionRequest, state, session_id: Optional[str], speaker: Optional[str],
+                     max_tokens: Optional[int]):
+    """The worker job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
+    try:
+        names = scene_names(body.model)
+    except ValueError as e:
+        raise APIError(404, str(e), code="model_not_found", param="model") from None
+    if names is None:
+        return None
+    personas = tuple([await persona_named(state.agent, name) for name in names])
+    chat = SceneRequest(personas=personas, session_id=session_id, speaker=speaker,
+                        messages=tuple(("system" if m.role == "developer" else m.role, m.text(), m.name or "")
+                                       for m in body.messages),
+                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                        stop=body.stop_strings())
+    return partial(complete_scene, state.sessions, chat)
+
+
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep,
-                           x_session_id: Annotated[Optional[str], Header()] = None):
+async def chat_completions(body: ChatCompletionRequest, request: Request, response: Response, state: StateDep,
+                           x_session_id: Annotated[Optional[str], Header()] = None,
+                           x_personae_speaker: Annotated[Optional[str], Header()] = None):
     max_tokens = _checked(body, state.settings)
+    run = await _scene_run(body, state, _session_id(x_session_id, body.user), x_personae_speaker, max_tokens)
+    if run is not None:
+        return await _answer(body, request, response, state, run)
     persona = await persona_named(state.agent, body.model)
     try:
         turn = read_turn([("system" if m.role == "developer" else m.role, m.text()) for m in body.messages])
@@ -109,14 +134,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     chat = ChatRequest(persona=persona, turn=turn, session_id=_session_id(x_session_id, body.user),
                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                        stop=body.stop_strings())
+    return await _answer(body, request, response, state, partial(complete, state.sessions, chat))
+
+
+async def _answer(body: ChatCompletionRequest, request: Request, response: Response, state, run):
+    """Runs the job; the whole response, or its server-sent chunks. A scene's speaker goes in a header too."""
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    run = partial(complete, state.sessions, chat)
     if not body.stream:
-        return _response(ident, body.model, created, await run_job(request, state.worker, run))
+        done = await run_job(request, state.worker, run)
+        if done.speaker:
+            response.headers[SPEAKER_HEADER] = done.speaker
+        return _response(ident, body.model, created, done)
     job = submit(state.worker, run)
     first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
     if first[0] not in (PIECE, DONE):
         raise as_api_error(first[1])
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    speaker = {SPEAKER_HEADER: job.info["speaker"]} if "speaker" in job.info else {}
     return StreamingResponse(_chunks(job, first, ident, body.model, created, include_usage),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **speaker})
