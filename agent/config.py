@@ -39,12 +39,15 @@ class LMConfig:
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
+    kv_contexts: int = 2  # llama.cpp: KV cells = this many chat contexts, for every open session and shared persona prefix; a group scene of N personas keeps each speaker's cache with about N + 1
 
     def __post_init__(self):
         if self.backend not in LM_BACKENDS:
             raise ConfigError(f"lm.backend must be one of {', '.join(LM_BACKENDS)}, got {self.backend!r}")
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
+        if self.kv_contexts < 1:
+            raise ConfigError(f"lm.kv_contexts must be >= 1, got {self.kv_contexts}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 

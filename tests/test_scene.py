@@ -243,3 +243,38 @@ def test_a_database_from_before_scenes_opens(tmp_path):
     store.append_lines(sid, [user("hi"), said("hale", "Indeed.")])
     assert HistoryStore(db).messages(sid)[-1] == said("hale", "Indeed.")
     assert [m.content for m in store.messages(1)] == ["Ahoy.", "hi", "again", "Aye."]
+
+
+def test_killing_the_process_mid_reply_loses_no_earlier_line(tmp_path):
+    """A child process finishes one round of a scene, then is SIGKILLed while a persona writes the next line."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import os, signal
+        from agent.agent import Agent
+        from agent.config import load_config
+        from agent.persona.card import CharacterCard
+        from agent.persona.store import save_persona
+        agent = Agent(load_config({str(repo / 'configs/tiny.yaml')!r}, ["scene.max_auto_turns=0"]), home={str(tmp_path)!r})
+        for slug, name in (("ann", "Ann"), ("bob", "Bob")):
+            save_persona(CharacterCard.from_fields({{"name": name, "first_mes": name + " waves."}}, "t"),
+                         agent.home.personas / slug)
+        scene = agent.open_scene(["ann", "bob"])
+        for reply in scene.turn("Bob, first"):
+            reply.finish()
+        print(scene.id, flush=True)
+        for reply in scene.turn("Ann, second"):
+            for i, piece in enumerate(reply):
+                if i == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    sid = int(proc.stdout.split()[0])
+    lines = HistoryStore(tmp_path / "sessions.db").messages(sid)
+    assert [(m.role, m.name) for m in lines] == [("assistant", "ann"), ("user", "User"), ("assistant", "bob")]
