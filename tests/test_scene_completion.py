@@ -83,3 +83,14 @@ def test_unknown_scene_members_are_404(server):
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tess+bo", messages=[{"role": "user", "content": "hi"}],
                                        extra_headers={"X-Personae-Speaker": "zed"})
+
+
+def test_a_named_scene_is_a_model_too(server, agent):
+    client, _ = server
+    scene = agent.open_scene(["tess", "bo"])
+    agent.history.name_scene(scene.id, "galley")
+    raw = client.chat.completions.with_raw_response.create(
+        model="galley", messages=[{"role": "user", "content": "Bo, soup?"}])
+    assert raw.headers["x-personae-speaker"] == "bo"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-scene", messages=[{"role": "user", "content": "hi"}])

@@ -6,10 +6,8 @@ import signal
 from agent.frontends.terminal import TerminalChat
 
 
-def _chat(agent, lines):
-    out = io.StringIO()
-    chat = TerminalChat(agent, out=out)
-    chat.open("mara", resume=False, user_name="Ann")
+def _reader(lines):
+    """input() for the loop: the lines in turn, then EOF (Ctrl-D)."""
     feed = iter(lines)
 
     def read(_prompt):
@@ -18,7 +16,14 @@ def _chat(agent, lines):
         except StopIteration:
             raise EOFError
 
-    return chat, chat.loop(read), out.getvalue()
+    return read
+
+
+def _chat(agent, lines):
+    out = io.StringIO()
+    chat = TerminalChat(agent, out=out)
+    chat.open("mara", resume=False, user_name="Ann")
+    return chat, chat.loop(_reader(lines)), out.getvalue()
 
 
 def test_loop_streams_replies_and_ends_on_eof(tiny_agent):
@@ -115,27 +120,21 @@ def _scene_chat(agent, personas, lines, *, resume=False):
 
     chat = TerminalChat(agent, out=out, err=Console(file=err, highlight=False))
     chat.open(personas, resume=resume, user_name="Sam")
-    feed = iter(lines)
-
-    def read(_prompt):
-        try:
-            return next(feed)
-        except StopIteration:
-            raise EOFError
-
-    return chat, chat.loop(read), out.getvalue(), err.getvalue()
+    return chat, chat.loop(_reader(lines)), out.getvalue(), err.getvalue()
 
 
 def test_a_scene_in_the_terminal(tiny_agent):
     _small_personas(tiny_agent)
     chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["Bob, your view?", "/next ann", "/invite cy",
-                                                                    "/scene", "/leave bob", "/history", "/retry"])
+                                                                    "/scene", "/leave bob", "/history", "/retry",
+                                                                    "/scene name crew"])
     assert code == 0 and chat.scene is not None
     assert out.startswith("Ann Reed: Ann Reed waves.\nBob: ")  # the greeting, then Bob answers his name
     assert "Cy (cy)" in out and "strategy: natural" in out and "prompt tokens computed" in out
     assert list(chat.scene.members) == ["ann", "cy"] and "Bob leaves the scene" in err
     assert "Sam: Bob, your view?" in out  # /history names every speaker
     assert "not in a group scene yet" in err  # /retry
+    assert tiny_agent.history.scene_named("crew") == chat.scene.id
     resumed, *_ = _scene_chat(tiny_agent, ["cy", "ann"], [], resume=True)
     assert resumed.scene.id == chat.scene.id
 

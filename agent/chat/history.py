@@ -230,20 +230,26 @@ class HistoryStore:
         with closing(self._connect()) as db:
             return db.execute("SELECT 1 FROM scenes WHERE session_id = ?", (session_id,)).fetchone() is not None
 
-    def latest_scene(self, members: Optional[list[str]] = None, channel: Optional[str] = None,
-                     name: Optional[str] = None) -> Optional[int]:
-        """The most recently updated scene in `channel` (None: the terminal's) with exactly these members,
-        or of this name."""
+    def latest_scene(self, members: Optional[list[str]] = None, channel: Optional[str] = None) -> Optional[int]:
+        """The most recently updated scene in `channel` (None: the terminal's) with exactly these members."""
         where, args = ["s.channel IS NULL" if channel is None else "s.channel = ?"], [] if channel is None else [channel]
         if members is not None:
             where.append("s.persona = ?")
             args.append(scene_key(members))
-        if name is not None:
-            where.append("c.name = ?")
-            args.append(name)
         with closing(self._connect()) as db:
             row = db.execute("SELECT s.id FROM sessions s JOIN scenes c ON c.session_id = s.id WHERE "
                              + " AND ".join(where) + " ORDER BY s.updated DESC, s.id DESC LIMIT 1", args).fetchone()
+        return int(row[0]) if row else None
+
+    def name_scene(self, scene_id: int, name: Optional[str]) -> None:
+        """Names the scene (None: no name); the API then serves it as the model `name`."""
+        self._write([("UPDATE scenes SET name = ? WHERE session_id = ?", (name, scene_id))])
+
+    def scene_named(self, name: str) -> Optional[int]:
+        """The most recently updated scene called `name`, in any channel."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT s.id FROM sessions s JOIN scenes c ON c.session_id = s.id WHERE c.name = ? "
+                             "ORDER BY s.updated DESC, s.id DESC LIMIT 1", (name,)).fetchone()
         return int(row[0]) if row else None
 
     def append_lines(self, session_id: int, lines: list[Message]) -> None:
@@ -291,4 +297,7 @@ class UnsavedHistory:
         pass
 
     def leave_scene(self, scene_id: int, slug: str) -> None:
+        pass
+
+    def name_scene(self, scene_id: int, name: Optional[str]) -> None:
         pass

@@ -29,7 +29,7 @@ HELP = """commands:
   /invite NAME    bring another persona into this conversation (it becomes a group scene)
   /leave NAME     a persona leaves the scene (its lines stay)
   /next NAME      NAME speaks next (in a scene; NAME may speak twice in a row when asked)
-  /scene          who is in the scene, who speaks next, and what the last replies cost
+  /scene [name NAME]  who is in the scene, who speaks next, what the last replies cost; name it (the API's model NAME)
   /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
 SCENE_ONLY = ("next", "leave", "scene")
 NOT_IN_SCENES = ("retry", "persona", "remember", "forget", "memory", "lore", "listen")
@@ -165,6 +165,9 @@ class TerminalChat:
                 self.session = next(iter(self.scene.members.values()))
             elif name == "next":
                 self.scene_turn(None, speaker=arg)
+            elif name == "scene" and arg.startswith("name "):
+                self.scene.store.name_scene(self.scene.id, arg[5:].strip() or None)
+                self._write(f"[this scene is called {arg[5:].strip()!r}]\n")
             elif name == "scene":
                 self._write(self.scene_report() + "\n")
             elif name == "history":

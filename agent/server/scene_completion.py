@@ -1,4 +1,4 @@
-"""A group scene over the API: `model: "mara+hale"`; each request is answered by one persona, the next speaker.
+"""A group scene over the API: `model: "mara+hale"` (or a scene's name); each request is answered by one persona, the next speaker.
 
 The client's messages become scene lines (an assistant message's `name`, or a leading "Name:" in its text,
 says which persona wrote it); the scene picks who speaks (or the `X-Personae-Speaker` request header names
@@ -30,6 +30,22 @@ def scene_names(model: str) -> Optional[list[str]]:
     if any(not n for n in names):
         raise ValueError(f"model {model!r}: a scene is persona names joined by '+', such as mara+hale")
     return names
+
+
+def named_scene_members(agent, model: str) -> Optional[list[str]]:
+    """The members of the scene called `model` (`/scene name` in the terminal), unless a persona has that name."""
+    from ..persona.store import UnknownPersona
+
+    if "/" in model or "\\" in model:
+        return None
+    scene_id = agent.history.scene_named(model.strip())
+    if scene_id is None:
+        return None
+    try:
+        agent.personas.get(model.strip())
+        return None  # a persona's name wins
+    except UnknownPersona:
+        return [slug for slug, _ in agent.history.scene_members(scene_id)] or None
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ from typing import Annotated, AsyncIterator, Optional
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..completion import ChatRequest, Completion, complete
 from ..conversation import read_turn
 from ..deps import StateDep, persona_named
 from ..dispatch import run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
-from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, scene_names
+from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, named_scene_members, scene_names
 from ..schemas import ChatCompletionRequest
 from ..settings import ServerSettings
 from ..worker import DONE, PIECE, Job
@@ -107,6 +108,8 @@ async def _scene_run(body: ChatCompletionRequest, state, session_id: Optional[st
         names = scene_names(body.model)
     except ValueError as e:
         raise APIError(404, str(e), code="model_not_found", param="model") from None
+    if names is None:
+        names = await run_in_threadpool(named_scene_members, state.agent, body.model)
     if names is None:
         return None
     personas = tuple([await persona_named(state.agent, name) for name in names])
