@@ -150,3 +150,15 @@ def test_invite_turns_a_chat_into_a_scene(tiny_agent):
     assert [m.name for m in chat.scene.lines[:3]] == ["ann", "", "ann"] and chat.scene.lines[1].content == "hello"
     chat.command("/next bob")
     assert chat.scene.lines[-1].name == "bob"
+
+
+def test_a_manual_scene_says_who_may_speak(tiny_agent):
+    import dataclasses
+
+    from agent.config import SceneConfig
+
+    _small_personas(tiny_agent)
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, scene=SceneConfig(strategy="manual"))
+    chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["hello?", "/next bob"])
+    assert "nobody answers on their own" in err and "\nBob: " in out
+    assert [m.name for m in chat.scene.lines] == ["ann", "Sam", "bob"]

@@ -193,8 +193,13 @@ class TerminalChat:
 
     def scene_turn(self, text: Optional[str], *, speaker: Optional[str] = None) -> None:
         cancel = threading.Event()
+        answered = False
         for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
             self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
+            answered = True
+        if not answered:
+            self.err.print(f"[dim](nobody answers on their own with scene.strategy={self.scene.config.strategy}; "
+                           f"/next NAME chooses)[/dim]", highlight=False)
 
     def command(self, line: str) -> bool:
         """Runs a /command; returns False when the chat should end."""
