@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .config import Config
 from .paths import Home, resolve_home
@@ -275,6 +275,74 @@ class Agent:
         return ChatSession(persona=None, session_id=session_id, backend=self.chat_backend, store=store,
                            chat=self.config.chat, user_name=user, decoder=self.chat_backend.new_decoder(None),
                            prefixes=self.prefixes)
+
+    def open_scene(self, personas: Sequence[str] = (), *, resume: bool = False, channel: Optional[str] = None,
+                   user_name: Optional[str] = None, scene_id: Optional[int] = None, save: bool = True,
+                   opening=None):
+        """A group `Scene` (agent/chat/scene.py) of `personas`: a new one opened by their group greetings (or by
+        `opening`, Messages naming their speakers); with `resume` the latest scene of exactly these personas
+        in `channel` (of any, when none is named); or scene `scene_id`. save=False: a scene that writes
+        nothing and starts anew (stateless API requests)."""
+        from .chat.history import UnsavedHistory
+        from .chat.scene import Scene, opening_lines
+
+        user = user_name or self.config.chat.user_name
+        chosen = list({p.slug: p for p in (self.persona(name) for name in personas)}.values())
+        slugs = [p.slug for p in chosen]
+        store = self.history if save else UnsavedHistory()
+        first = list(opening) if opening is not None else opening_lines([(p.slug, p.card) for p in chosen], user)
+        if not save:
+            scene_id, lines = 0, first
+            members = {p.slug: self.open_session(p.slug, save=False, user_name=user) for p in chosen}
+        else:
+            if scene_id is None and resume:
+                scene_id = store.latest_scene(slugs or None, channel)
+            if scene_id is None:
+                scene_id = store.create_scene(slugs, first, channel)
+            elif not store.is_scene(scene_id):
+                raise ValueError(f"session {scene_id} is not a group scene")
+            lines = store.messages(scene_id)
+            members = {slug: self.open_session(session_id=own, user_name=user)
+                       for slug, own in store.scene_members(scene_id)}
+
+        def join(name: str):
+            persona = self.persona(name)
+            if persona.slug in scene.members:
+                raise ValueError(f"{persona.name} is already in this scene")
+            store.join_scene(scene_id, persona.slug)
+            if not save:
+                return self.open_session(persona.slug, save=False, user_name=user)
+            return self.open_session(session_id=dict(store.scene_members(scene_id))[persona.slug], user_name=user)
+
+        scene = Scene(scene_id=scene_id, members=members, lines=lines, store=store, config=self.config.scene,
+                      user_name=user, join=join, names={line.name: self._card_name(line.name) for line in lines
+                                                         if line.role == "assistant" and line.name})
+        return scene
+
+    def scene_preview(self, personas: Sequence[str], message: Optional[str] = None, *, resume: bool = False,
+                      user_name: Optional[str] = None) -> str:
+        """The prompt of the persona that speaks next in the scene of `personas` (its last one with `resume`,
+        else a new one, which is not written), annotated as `prompt_preview` does."""
+        from .chat.prompt import annotate
+
+        saved = resume and self.history.latest_scene([self.persona(p).slug for p in personas]) is not None
+        scene = self.open_scene(personas, resume=saved, user_name=user_name, save=saved)
+        slug, prompt = scene.prompt(message)
+        if slug is None:
+            return f"[scene: nobody speaks next with scene.strategy={self.config.scene.strategy}; /next NAME chooses]"
+        lore = scene.members[slug].context.report.lore if scene.members[slug].context is not None else None
+        return "\n".join([f"[scene: {scene.names[slug]} speaks next ({self.config.scene.strategy}); stop strings "
+                          f"{', '.join(repr(s) for s in scene.stops_for(slug)[:6])}...]",
+                          lore.explain() if lore is not None else "[lore: no lorebook]",
+                          annotate(prompt, self.chat_backend.tokenizer)])
+
+    def _card_name(self, slug: str) -> str:
+        from .persona.store import UnknownPersona
+
+        try:
+            return self.personas.get(slug).name
+        except UnknownPersona:  # deleted since it spoke: its slug stands in
+            return slug
 
     def attach_lore(self, session, name: str) -> None:
         """Attaches imported lorebook `name` to a saved session (from its next turn on)."""

@@ -24,6 +24,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: -s chat.temperature=0.2")]
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Folder for personas, sessions and caches (env PERSONAE_HOME).")]
 PersonaOpt = Annotated[Optional[str], typer.Option("--persona", "-p", help="Persona name, slug or folder.")]
+PersonasOpt = Annotated[Optional[list[str]], typer.Option("--persona", "-p", help="Persona name, slug or folder; "
+                                                           "name several for a group scene.")]
 
 
 def _agent(config: Optional[Path], overrides: Optional[list[str]], home: Optional[Path]):
@@ -34,11 +36,11 @@ def _agent(config: Optional[Path], overrides: Optional[list[str]], home: Optiona
 
 
 @app.command()
-def chat(persona: PersonaOpt = None, resume: Annotated[bool, typer.Option(help="Continue this persona's last conversation.")] = False,
+def chat(persona: PersonasOpt = None, resume: Annotated[bool, typer.Option(help="Continue this persona's (or these personas' scene's) last conversation.")] = False,
          user: Annotated[Optional[str], typer.Option(help="Your name in the chat ({{user}}).")] = None,
          voice: Annotated[bool, typer.Option(help="Speak every reply in the persona's voice as it is written.")] = False,
          config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
-    """Chat with a persona in the terminal; replies stream as they are written."""
+    """Chat with a persona (or several, in a group scene) in the terminal; replies stream as they are written."""
     from .frontends.terminal import TerminalChat
 
     terminal = TerminalChat(_agent(config, set, home), voice=voice)
@@ -47,12 +49,17 @@ def chat(persona: PersonaOpt = None, resume: Annotated[bool, typer.Option(help="
 
 
 @app.command()
-def prompt(persona: PersonaOpt = None,
+def prompt(persona: PersonasOpt = None,
            message: Annotated[Optional[str], typer.Option("--message", "-m", help="The user's next message.")] = None,
-           resume: Annotated[bool, typer.Option(help="Use this persona's last conversation as history.")] = False,
+           resume: Annotated[bool, typer.Option(help="Use this persona's (or scene's) last conversation as history.")] = False,
            config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
-    """Print the exact prompt the model would see for the next turn, with token counts per part."""
-    print(_agent(config, set, home).prompt_preview(persona, message, resume=resume))
+    """Print the exact prompt the model would see for the next turn, with token counts per part; with several
+    personas, the group scene's prompt for the persona that speaks next."""
+    agent = _agent(config, set, home)
+    if persona and len(persona) > 1:
+        print(agent.scene_preview(persona, message, resume=resume))
+    else:
+        print(agent.prompt_preview(persona[0] if persona else None, message, resume=resume))
 
 
 @app.command()

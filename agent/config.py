@@ -39,12 +39,15 @@ class LMConfig:
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
+    kv_contexts: int = 2  # llama.cpp: KV cells = this many chat contexts, for every open session and shared persona prefix; a group scene of N personas keeps each speaker's cache with about N + 1
 
     def __post_init__(self):
         if self.backend not in LM_BACKENDS:
             raise ConfigError(f"lm.backend must be one of {', '.join(LM_BACKENDS)}, got {self.backend!r}")
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
+        if self.kv_contexts < 1:
+            raise ConfigError(f"lm.kv_contexts must be >= 1, got {self.kv_contexts}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 
@@ -129,6 +132,25 @@ class LoreConfig:
             raise ConfigError(f"lore.placement must be recent or card, got {self.placement!r}")
 
 
+SCENE_STRATEGIES = ("natural", "list", "manual")  # the registry is agent/chat/scene.py
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    strategy: str = "natural"  # who speaks next: natural (a persona named in the last message, else by each card's talkativeness) | list (persona order) | manual (only /next NAME)
+    max_auto_turns: int = 2  # persona replies that may follow the first answer to a human message without a human speaking
+    seed: Optional[int] = None  # fixes the speaker choices of every scene; None: each scene's own (from its id), the same after --resume
+    default_talkativeness: float = 0.5  # for cards without extensions.talkativeness (SillyTavern's default)
+
+    def __post_init__(self):
+        if self.strategy not in SCENE_STRATEGIES:
+            raise ConfigError(f"scene.strategy must be one of {', '.join(SCENE_STRATEGIES)}, got {self.strategy!r}")
+        if self.max_auto_turns < 0:
+            raise ConfigError(f"scene.max_auto_turns must be >= 0, got {self.max_auto_turns}")
+        if not 0.0 <= self.default_talkativeness <= 1.0:
+            raise ConfigError(f"scene.default_talkativeness must be in [0, 1], got {self.default_talkativeness}")
+
+
 @dataclass(frozen=True)
 class CardLimits:
     max_file_bytes: int = 20 * 1024 * 1024  # a card file (PNG/JSON/CHARX) larger than this is refused
@@ -173,6 +195,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     lore: LoreConfig = field(default_factory=LoreConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
     cards: CardLimits = field(default_factory=CardLimits)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)

@@ -19,6 +19,7 @@ from agent.discord_bot import BotError, run_bot  # noqa: E402
 from agent.discord_bot.bot import NO_WEBHOOK, PersonaeBot  # noqa: E402
 from agent.discord_bot.brain import DiscordBrain, Incoming, RateLimiter  # noqa: E402
 from agent.discord_bot.messages import split_message  # noqa: E402
+from agent.chat.prompt import Message  # noqa: E402
 
 BOT, ALICE, OTHER_BOT, GUILD, TEXT, THREAD, DM = 900, 100, 901, 1, 10, 11, 12
 
@@ -426,3 +427,55 @@ def test_remember_forget_and_memory_commands(tiny_agent):
     assert "the old mill" not in brain.memory(TEXT)
     with pytest.raises(ValueError):
         brain.forget(TEXT, "not-a-number")
+
+
+# -- group scenes --
+
+def _small_personas(agent):
+    from agent.persona.card import CharacterCard
+    from agent.persona.store import save_persona
+
+    for slug, name in (("ann", "Ann Reed"), ("bob", "Bob")):
+        card = CharacterCard.from_fields({"name": name, "description": f"{name} is brief.",
+                                          "first_mes": f"{name} waves."}, "t")
+        save_persona(card, agent.home.personas / slug)
+
+
+def test_scene_add_list_remove_and_each_persona_answers_as_itself(tiny_agent):
+    from agent.agent import Agent
+
+    _small_personas(tiny_agent)
+    brain = DiscordBrain(tiny_agent)
+    brain.set_persona(TEXT, "ann")
+    brain.answer(msg("hello Ann", mentioned=True))
+    assert "No group scene" in brain.scene_list(TEXT)
+    assert "**Bob** joins the scene" in brain.scene_add(TEXT, "bob", "Alice")
+    with pytest.raises(ValueError, match="already"):
+        brain.scene_add(TEXT, "Bob")
+    scene = brain.scene(TEXT)
+    assert [m.content for m in scene.lines[:2]] == ["Ann Reed waves.", "hello Ann"]  # the chat so far goes on
+    outs = list(brain.replies(msg("Bob, what do you think?", mentioned=True)))
+    assert outs[0].persona == "Bob" and outs[0].avatar == tiny_agent.personas.get("bob").portrait
+    assert scene.lines[scene.lines.index(Message("user", "Bob, what do you think?", "Alice")) + 1].name == "bob"
+    with pytest.raises(ValueError, match="group scene"):
+        brain.retry(TEXT)
+    again = DiscordBrain(Agent(tiny_agent.config, home=tiny_agent.home, lm=tiny_agent.lm))  # a restart
+    assert "Ann Reed" in again.scene_list(TEXT) and "Bob" in again.scene_list(TEXT)
+    assert "leaves" in again.scene_remove(TEXT, "ann")
+    with pytest.raises(ValueError, match="needs someone"):
+        again.scene_remove(TEXT, "bob")
+    assert again.reset(TEXT).persona == "Bob" and again.scene(TEXT).id != scene.id  # a new scene, same people
+    again.set_persona(TEXT, "ann")  # one persona again
+    assert [o.persona for o in again.replies(msg("hi", mentioned=True))] == ["Ann Reed"]
+
+
+def test_scene_personas_post_through_their_own_webhooks(harness, tiny_agent):
+    _small_personas(tiny_agent)
+    h = harness()
+    h.bot.brain.set_persona(TEXT, "ann")
+    h.bot.brain.scene_add(TEXT, "bob")
+    run(h.bot.on_message(h.message(h.text, f"<@{BOT}> Bob, your turn", mentions=[BOT])))
+    created = [kw["json"]["name"] for m, url, kw in h.calls if m == "POST" and url.endswith("/webhooks")]
+    assert "personae Bob" in created
+    names = [name for where, _, name, _ in h.posts() if where == "webhook"]
+    assert names and names[0] == "Bob"

@@ -14,6 +14,10 @@ class Session:
         self.decoder = Decoder(cached)
         self.closed = 0
 
+    @property
+    def cached_tokens(self):
+        return len(self.decoder.ids)
+
     def close(self):
         self.closed += 1
         self.decoder.ids = []

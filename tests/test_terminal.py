@@ -6,10 +6,8 @@ import signal
 from agent.frontends.terminal import TerminalChat
 
 
-def _chat(agent, lines):
-    out = io.StringIO()
-    chat = TerminalChat(agent, out=out)
-    chat.open("mara", resume=False, user_name="Ann")
+def _reader(lines):
+    """input() for the loop: the lines in turn, then EOF (Ctrl-D)."""
     feed = iter(lines)
 
     def read(_prompt):
@@ -18,7 +16,14 @@ def _chat(agent, lines):
         except StopIteration:
             raise EOFError
 
-    return chat, chat.loop(read), out.getvalue()
+    return read
+
+
+def _chat(agent, lines):
+    out = io.StringIO()
+    chat = TerminalChat(agent, out=out)
+    chat.open("mara", resume=False, user_name="Ann")
+    return chat, chat.loop(_reader(lines)), out.getvalue()
 
 
 def test_loop_streams_replies_and_ends_on_eof(tiny_agent):
@@ -97,3 +102,63 @@ def test_remember_memory_forget_and_lore_commands(tiny_agent):
 def test_lore_command_shows_what_fired(tiny_agent):
     chat, code, out = _chat(tiny_agent, ["Tell me about the Grey Gull.", "/lore"])
     assert "[lore fired]" in out
+
+
+def _small_personas(agent):
+    from agent.persona.card import CharacterCard
+    from agent.persona.store import save_persona
+
+    for slug, name in (("ann", "Ann Reed"), ("bob", "Bob"), ("cy", "Cy")):
+        card = CharacterCard.from_fields({"name": name, "description": f"{name} is brief.",
+                                          "first_mes": f"{name} waves."}, "t")
+        save_persona(card, agent.home.personas / slug)
+
+
+def _scene_chat(agent, personas, lines, *, resume=False):
+    out, err = io.StringIO(), io.StringIO()
+    from rich.console import Console
+
+    chat = TerminalChat(agent, out=out, err=Console(file=err, highlight=False))
+    chat.open(personas, resume=resume, user_name="Sam")
+    return chat, chat.loop(_reader(lines)), out.getvalue(), err.getvalue()
+
+
+def test_a_scene_in_the_terminal(tiny_agent):
+    _small_personas(tiny_agent)
+    chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["Bob, your view?", "/next ann", "/invite cy",
+                                                                    "/scene", "/leave bob", "/history", "/retry",
+                                                                    "/scene name crew"])
+    assert code == 0 and chat.scene is not None
+    assert out.startswith("Ann Reed: Ann Reed waves.\nBob: ")  # the greeting, then Bob answers his name
+    assert "Cy (cy)" in out and "strategy: natural" in out and "prompt tokens computed" in out
+    assert list(chat.scene.members) == ["ann", "cy"] and "Bob leaves the scene" in err
+    assert "Sam: Bob, your view?" in out  # /history names every speaker
+    assert "not in a group scene yet" in err  # /retry
+    assert tiny_agent.history.scene_named("crew") == chat.scene.id
+    resumed, *_ = _scene_chat(tiny_agent, ["cy", "ann"], [], resume=True)
+    assert resumed.scene.id == chat.scene.id
+
+
+def test_invite_turns_a_chat_into_a_scene(tiny_agent):
+    _small_personas(tiny_agent)
+    out = io.StringIO()
+    chat = TerminalChat(tiny_agent, out=out)
+    chat.open("ann", resume=False, user_name="Sam")
+    chat.turn("hello")
+    chat.command("/invite bob")
+    assert chat.scene is not None and list(chat.scene.members) == ["ann", "bob"]
+    assert [m.name for m in chat.scene.lines[:3]] == ["ann", "", "ann"] and chat.scene.lines[1].content == "hello"
+    chat.command("/next bob")
+    assert chat.scene.lines[-1].name == "bob"
+
+
+def test_a_manual_scene_says_who_may_speak(tiny_agent):
+    import dataclasses
+
+    from agent.config import SceneConfig
+
+    _small_personas(tiny_agent)
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, scene=SceneConfig(strategy="manual"))
+    chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["hello?", "/next bob"])
+    assert "nobody answers on their own" in err and "\nBob: " in out
+    assert [m.name for m in chat.scene.lines] == ["ann", "Sam", "bob"]

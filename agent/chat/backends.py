@@ -26,8 +26,6 @@ if TYPE_CHECKING:  # torch and transformers load only with the transformers back
 
 log = logging.getLogger(__name__)
 
-KV_CONTEXTS = 2  # llama.cpp KV cells = this many full chat contexts: a session plus shared prefixes, or a few sessions
-
 
 class _LocalStream:
     """`stream` for backends whose decoder runs here: ReplyStream over the session's decoder."""
@@ -193,7 +191,7 @@ def _llamacpp(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, 
     info = read_gguf(path)  # GGUFError naming the file before llama.cpp sees it
     tokenizer = load_gguf_tokenizer(path, cache_dir)
     context = min(context_tokens, info.context_length)
-    model = load_llamacpp(path, threads=_threads(cfg), kv_tokens=KV_CONTEXTS * context)
+    model = load_llamacpp(path, threads=_threads(cfg), kv_tokens=cfg.kv_contexts * context)
     return LlamaCppBackend(model, tokenizer, context_length=info.context_length)
 
 

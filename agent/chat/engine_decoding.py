@@ -126,3 +126,4 @@ class EngineStream:
         self.stats.new_tokens = len(self.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
         self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
         self.stats.stopped_by = stopped_by
+        self.stats.stop_string = cutter.found

@@ -2,6 +2,9 @@
 
 A killed process loses at most the turn it was writing. Sessions are keyed by id and tagged with the
 persona slug and an optional channel (a Discord channel, an API session id) for front-ends to find them.
+A group scene (agent/chat/scene.py) is a session too: its `persona` is the members' key ("hale+mara"),
+`scenes` marks it, `scene_members` lists who is in it (each with a session of its own for its memory), and
+each message names its `speaker`. Databases from before scenes gain the column when opened.
 """
 from __future__ import annotations
 
@@ -31,6 +34,18 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_id, id);
+CREATE TABLE IF NOT EXISTS scenes (
+    session_id INTEGER PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    name TEXT
+);
+CREATE TABLE IF NOT EXISTS scene_members (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    persona TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    own_session INTEGER NOT NULL REFERENCES sessions(id),
+    present INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (session_id, persona)
+);
 CREATE TABLE IF NOT EXISTS session_lore (
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     lorebook TEXT NOT NULL,
@@ -39,15 +54,32 @@ CREATE TABLE IF NOT EXISTS session_lore (
 """
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Brings a database written before scenes up to date: messages gain their `speaker`."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    if "speaker" not in columns:
+        try:
+            db.execute("ALTER TABLE messages ADD COLUMN speaker TEXT")
+        except sqlite3.OperationalError as e:  # another process added it first
+            if "duplicate column" not in str(e):
+                raise
+
+
+def scene_key(slugs) -> str:
+    """The `persona` of a scene's session: its members' slugs, sorted, joined by '+' (a slug has no '+')."""
+    return "+".join(sorted(slugs))
+
+
 class HistoryStore:
     """Sessions and their messages. Each method opens its own connection, so threads may share a store."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            _migrate(db)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -83,8 +115,8 @@ class HistoryStore:
         if channel is not None:
             where.append("channel = ?")
             args.append(channel)
-        sql = "SELECT id FROM sessions" + (" WHERE " + " AND ".join(where) if where else "") + \
-            " ORDER BY updated DESC, id DESC LIMIT 1"
+        where.append("id NOT IN (SELECT session_id FROM scenes)")  # a scene is never a one-persona chat
+        sql = "SELECT id FROM sessions WHERE " + " AND ".join(where) + " ORDER BY updated DESC, id DESC LIMIT 1"
         with closing(self._connect()) as db:
             row = db.execute(sql, args).fetchone()
         return int(row[0]) if row else None
@@ -98,9 +130,9 @@ class HistoryStore:
 
     def messages(self, session_id: int) -> list[Message]:
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT role, content FROM messages WHERE session_id = ? ORDER BY id",
+            rows = db.execute("SELECT role, content, speaker FROM messages WHERE session_id = ? ORDER BY id",
                               (session_id,)).fetchall()
-        return [Message(role, content) for role, content in rows]
+        return [Message(role, content, speaker or "") for role, content, speaker in rows]
 
     def append_turn(self, session_id: int, user: str, reply: str) -> None:
         """The user's message and the reply, written together."""
@@ -138,6 +170,95 @@ class HistoryStore:
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
+    # --- group scenes -------------------------------------------------------------------------------
+    def create_scene(self, members: list[str], lines: list[Message], channel: Optional[str] = None,
+                     name: Optional[str] = None) -> int:
+        """A new scene of persona slugs `members` (in speaking order), opened by `lines` (the greetings, each
+        Message naming its speaker), with a session of its own per member; one transaction. Returns its id."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            sid = db.execute("INSERT INTO sessions (persona, channel, created, updated) VALUES (?, ?, ?, ?)",
+                             (scene_key(members), channel, now, now)).lastrowid
+            db.execute("INSERT INTO scenes (session_id, name) VALUES (?, ?)", (sid, name))
+            for slug in members:
+                self._add_member(db, sid, slug, now)
+            db.executemany("INSERT INTO messages (session_id, role, content, created, speaker) VALUES (?, ?, ?, ?, ?)",
+                           [(sid, m.role, m.content, now, m.name) for m in lines])
+        return int(sid)
+
+    def _add_member(self, db: sqlite3.Connection, scene_id: int, slug: str, now: float) -> None:
+        found = db.execute("SELECT own_session FROM scene_members WHERE session_id = ? AND persona = ?",
+                           (scene_id, slug)).fetchone()
+        position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM scene_members WHERE session_id = ?",
+                              (scene_id,)).fetchone()[0]
+        if found is not None:  # back after leaving: its memory is where it left it, its place at the end
+            db.execute("UPDATE scene_members SET present = 1, position = ? WHERE session_id = ? AND persona = ?",
+                       (position, scene_id, slug))
+            return
+        own = db.execute("INSERT INTO sessions (persona, channel, created, updated) VALUES (?, ?, ?, ?)",
+                         (slug, f"scene:{scene_id}", now, now)).lastrowid
+        db.execute("INSERT INTO scene_members (session_id, persona, position, own_session) VALUES (?, ?, ?, ?)",
+                   (scene_id, slug, position, own))
+
+    def _set_key(self, db: sqlite3.Connection, scene_id: int, now: float) -> None:
+        slugs = [r[0] for r in db.execute("SELECT persona FROM scene_members WHERE session_id = ? AND present = 1",
+                                          (scene_id,))]
+        db.execute("UPDATE sessions SET persona = ?, updated = ? WHERE id = ?", (scene_key(slugs), now, scene_id))
+
+    def join_scene(self, scene_id: int, slug: str) -> None:
+        """`slug` joins the scene (again), last in speaking order."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            self._add_member(db, scene_id, slug, now)
+            self._set_key(db, scene_id, now)
+
+    def leave_scene(self, scene_id: int, slug: str) -> None:
+        """`slug` leaves the scene; its lines stay in the history."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE scene_members SET present = 0 WHERE session_id = ? AND persona = ?", (scene_id, slug))
+            self._set_key(db, scene_id, now)
+
+    def scene_members(self, scene_id: int) -> list[tuple[str, int]]:
+        """(persona slug, its own session id) of the members present, in speaking order; [] for a plain session."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT persona, own_session FROM scene_members WHERE session_id = ? AND present = 1 "
+                              "ORDER BY position", (scene_id,)).fetchall()
+        return [(slug, int(own)) for slug, own in rows]
+
+    def is_scene(self, session_id: int) -> bool:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT 1 FROM scenes WHERE session_id = ?", (session_id,)).fetchone() is not None
+
+    def latest_scene(self, members: Optional[list[str]] = None, channel: Optional[str] = None) -> Optional[int]:
+        """The most recently updated scene in `channel` (None: the terminal's) with exactly these members."""
+        where, args = ["s.channel IS NULL" if channel is None else "s.channel = ?"], [] if channel is None else [channel]
+        if members is not None:
+            where.append("s.persona = ?")
+            args.append(scene_key(members))
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT s.id FROM sessions s JOIN scenes c ON c.session_id = s.id WHERE "
+                             + " AND ".join(where) + " ORDER BY s.updated DESC, s.id DESC LIMIT 1", args).fetchone()
+        return int(row[0]) if row else None
+
+    def name_scene(self, scene_id: int, name: Optional[str]) -> None:
+        """Names the scene (None: no name); the API then serves it as the model `name`."""
+        self._write([("UPDATE scenes SET name = ? WHERE session_id = ?", (name, scene_id))])
+
+    def scene_named(self, name: str) -> Optional[int]:
+        """The most recently updated scene called `name`, in any channel."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT s.id FROM sessions s JOIN scenes c ON c.session_id = s.id WHERE c.name = ? "
+                             "ORDER BY s.updated DESC, s.id DESC LIMIT 1", (name,)).fetchone()
+        return int(row[0]) if row else None
+
+    def append_lines(self, session_id: int, lines: list[Message]) -> None:
+        """Scene lines (each naming its speaker), written together: a human's message and the reply to it."""
+        now = time.time()
+        self._write([("INSERT INTO messages (session_id, role, content, created, speaker) VALUES (?, ?, ?, ?, ?)",
+                      (session_id, m.role, m.content, now, m.name)) for m in lines]
+                    + [("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))])
+
     def attach_lore(self, session_id: int, lorebook: str) -> None:
         self._write([("INSERT OR IGNORE INTO session_lore (session_id, lorebook) VALUES (?, ?)", (session_id, lorebook))])
 
@@ -168,3 +289,15 @@ class UnsavedHistory:
 
     def session_lore(self, session_id: int) -> list[str]:
         return []
+
+    def append_lines(self, session_id: int, lines: list[Message]) -> None:
+        pass
+
+    def join_scene(self, scene_id: int, slug: str) -> None:
+        pass
+
+    def leave_scene(self, scene_id: int, slug: str) -> None:
+        pass
+
+    def name_scene(self, scene_id: int, name: Optional[str]) -> None:
+        pass

@@ -1,4 +1,4 @@
-"""The chat sessions a long-running front-end keeps open, bounded: least recently used out, history kept in SQLite.
+"""The chat sessions (and group scenes) a long-running front-end keeps open, bounded: least recently used out, history kept in SQLite.
 
 Each open `ChatSession` holds a KV cache, so the server (per client session id) and the Discord bot (per
 channel) keep theirs in a `SessionPool`; a closed session's conversation stays in the history database and
@@ -67,5 +67,5 @@ class SessionPool:
                 self.closed += 1
 
     def cached_tokens(self) -> int:
-        """Tokens in the KV caches of the open sessions."""
-        return sum(len(s.decoder.ids) for s in self._open.values())
+        """Tokens in the KV caches of the open sessions (and scenes: their members')."""
+        return sum(s.cached_tokens for s in self._open.values())

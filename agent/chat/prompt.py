@@ -27,6 +27,7 @@ LOW_WATER = 0.75  # after dropping old turns, the prompt uses at most this share
 class Message:
     role: str  # "user" | "assistant" | "system" (an API client's own instructions, kept after the card)
     content: str
+    name: str = ""  # who said it in a group scene (agent/chat/scene.py): a persona slug or a human's name; "" elsewhere
 
 
 @dataclass(frozen=True)

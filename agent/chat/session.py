@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from ..config import ChatConfig
 from ..persona.card import CharacterCard
@@ -151,6 +151,15 @@ class ChatSession:
         self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
         return self._fit(history, self.context.build(history, self.kept_from), budget)
 
+    def preview(self, history: list[Message], *, prefix: str = "") -> Prompt:
+        """The prompt `prompt_for` would build after `history`, with nothing archived (for `personae prompt`)."""
+        budget = self.budget()
+        if self.context is None:
+            return self.with_reply_prefix(self._fit(history, NO_CONTEXT, budget), prefix)
+        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
+        return self.with_reply_prefix(self._fit(history, self.context.build(history, self.kept_from, archive=False),
+                                                budget), prefix)
+
     def _prefix_ids(self, prompt: Prompt) -> list[int]:
         """The persona's fixed prefix of `prompt`: the system turn and the greeting."""
         fixed = prompt.messages[:2] if len(prompt.messages) > 1 and prompt.messages[1]["role"] == "assistant" \
@@ -159,16 +168,23 @@ class ChatSession:
                         add_generation_prompt=False)
         return prompt.ids[:common_prefix_length(ids, prompt.ids)]
 
+    def with_reply_prefix(self, prompt: Prompt, prefix: str) -> Prompt:
+        """`prompt` with the reply opened by `prefix` (a scene speaker's 'Name:'), which the model continues."""
+        if not prefix:
+            return prompt
+        ids = list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        return dataclasses.replace(prompt, text=prompt.text + prefix, ids=prompt.ids + ids)
+
     def _generate(self, history: list[Message], cancel: Optional[threading.Event],
-                  sampling: Optional[SamplingOptions]) -> Iterator[str]:
+                  sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = ()) -> Iterator[str]:
         sampling = sampling or self.sampling
-        prompt = self.prompt_for(history, max_new_tokens=sampling.max_new_tokens)
+        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens), prefix)
         shared = None
         if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.key, shared):
                 shared = None  # adopted: nothing to remember
-        stream = self.backend.stream(self.decoder, prompt, sampling, self.stops, cancel)
+        stream = self.backend.stream(self.decoder, prompt, sampling, [*self.stops, *stops], cancel)
         text = ""
         name = "" if self.persona is None else self.persona.card.name  # "": only leading whitespace goes
         for piece in _strip_name_prefix(iter(stream), name):
@@ -191,6 +207,20 @@ class ChatSession:
         yield from self._generate(history, cancel, sampling)
         self.store.append_turn(self.id, text, self._last_text)
         self.messages = history + [Message("assistant", self._last_text)]
+
+    def speak(self, view: list[Message], *, prefix: str, stops: Sequence[str] = (),
+              cancel: Optional[threading.Event] = None, sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
+        """Streams the persona's next line after `view`, a group scene seen from its side (agent/chat/scene.py):
+        the reply opens with `prefix` (its name), is cut at `stops` (the other participants' names starting a
+        line), and nothing is stored here: the scene saves the line. `last_text` is the line once it ends."""
+        self.replace_history(view)
+        yield from self._generate(view, cancel, sampling, prefix=prefix, stops=stops)
+        self.messages = view + [Message("assistant", f"{prefix} {self._last_text}".strip())]
+
+    @property
+    def last_text(self) -> str:
+        """The text of the last reply written, stripped (as stored)."""
+        return self._last_text
 
     @property
     def can_retry(self) -> bool:
@@ -233,6 +263,11 @@ class ChatSession:
         self.messages = self.store.messages(new_id)
         self.kept_from = 0
         return new_id
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in this session's KV cache."""
+        return len(self.decoder.ids)
 
     def close(self) -> None:
         """Frees the KV cache (the history stays in the store); the session still works and recomputes its prompt."""

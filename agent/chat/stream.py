@@ -33,6 +33,7 @@ class DecodeStats:
     decode_seconds: float = 0.0  # seconds spent generating after the first token
     stopped_by: str = ""  # "eos" | "stop string" | "max_new_tokens" | "cancelled" (engine: also "engine stop")
     started_at: float = 0.0  # time.perf_counter() when the stream began (prefill or the engine request)
+    stop_string: str = ""  # the stop string that cut the reply, when one did
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -89,3 +90,4 @@ class ReplyStream:
         self.stats.new_tokens = len(generated)
         self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
         self.stats.stopped_by = stopped_by
+        self.stats.stop_string = cutter.found

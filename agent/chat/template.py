@@ -79,13 +79,14 @@ class StopCutter:
         self.text = ""  # everything so far, cut at the stop string once one was found
         self.shown = 0  # characters of `text` already handed out
         self.stopped = False  # a stop string was found
+        self.found = ""  # the stop string that cut the text
 
     def update(self, text: str) -> str:
         if self.stopped:
             return ""
-        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
+        cut, found = min(((text.find(s), s) for s in self.stops if s in text), default=(-1, ""))
         if cut >= 0:
-            self.text, self.stopped = text[:cut], True
+            self.text, self.stopped, self.found = text[:cut], True, found
             safe = cut
         else:
             self.text = text

@@ -87,9 +87,13 @@ class PersonaeBot(discord.Client):
                     await message.reply(limited, mention_author=False)
                 return
             audio = tuple([(a.filename, await a.read()) for a in audio_attachments(message)])
-            async with message.channel.typing():
-                out = await self.run_model(self.brain.answer, self.incoming(message, audio))
-            await self.post(message.channel, out)
+            replies = self.brain.replies(self.incoming(message, audio))  # a scene posts each persona's line as it ends
+            while True:
+                async with message.channel.typing():
+                    out = await self.run_model(next, replies, None)
+                if out is None:
+                    break
+                await self.post(message.channel, out)
         except discord.HTTPException as e:
             log.warning("Discord refused a request in channel %s: %s", message.channel.id, e)
         except EngineError as e:  # the LM engine (lm.url) failed: its address stays in the log, not the channel
@@ -132,6 +136,8 @@ class PersonaeBot(discord.Client):
         """Posts the notice, then the chunks (the audio with the last) as the persona, or as the bot."""
         if out.notice:
             await self.say(channel, out.notice)
+        if not out.chunks:
+            return
         hook = await self.webhook(channel, out)
         if hook is None and not isinstance(channel, discord.DMChannel) and channel.id not in self._told_no_webhook:
             self._told_no_webhook.add(channel.id)
@@ -158,10 +164,11 @@ def audio_attachments(message: discord.Message) -> list[discord.Attachment]:
 
 
 def add_commands(bot: PersonaeBot) -> None:
-    """/persona set|list|info, /reset, /retry, /voice, /always, /remember, /forget, /memory; each is deferred
-    before any model work."""
+    """/persona set|list|info, /scene add|remove|list, /reset, /retry, /voice, /always, /remember, /forget,
+    /memory; each is deferred before any model work."""
     brain, tree = bot.brain, bot.tree
     persona = app_commands.Group(name="persona", description="Choose or show the persona in this channel.")
+    scene = app_commands.Group(name="scene", description="Several personas in this channel's conversation.")
 
     async def answer(interaction: discord.Interaction, fn: Callable, *args, ephemeral: bool = False) -> None:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
@@ -188,6 +195,18 @@ def add_commands(bot: PersonaeBot) -> None:
     @persona.command(name="info", description="Who answers in this channel, and how.")
     async def persona_info(interaction: discord.Interaction):
         await answer(interaction, brain.persona_info, interaction.channel_id, ephemeral=True)
+
+    @scene.command(name="add", description="NAME joins this channel's conversation (a group scene).")
+    async def scene_add(interaction: discord.Interaction, name: str):
+        await answer(interaction, brain.scene_add, interaction.channel_id, name, interaction.user.display_name)
+
+    @scene.command(name="remove", description="NAME leaves this channel's group scene.")
+    async def scene_remove(interaction: discord.Interaction, name: str):
+        await answer(interaction, brain.scene_remove, interaction.channel_id, name)
+
+    @scene.command(name="list", description="Who is in this channel's group scene.")
+    async def scene_list(interaction: discord.Interaction):
+        await answer(interaction, brain.scene_list, interaction.channel_id, ephemeral=True)
 
     async def post_from_command(interaction: discord.Interaction, fn: Callable, *args, done: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -243,3 +262,4 @@ def add_commands(bot: PersonaeBot) -> None:
         await answer(interaction, brain.memory, interaction.channel_id, ephemeral=True)
 
     tree.add_command(persona)
+    tree.add_command(scene)

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from ..agent import Agent
 from ..chat.pool import MAX_SESSIONS, SessionPool
@@ -114,8 +114,8 @@ class DiscordBrain:
         return self.sessions.open(key, lambda: self.agent.open_session(persona, resume=not fresh, channel=key,
                                                                        user_name=user_name))
 
-    def answer(self, msg: Incoming) -> Outgoing:
-        """Transcribes any audio, then the persona's reply to the text and what was said."""
+    def _heard(self, msg: Incoming) -> tuple[str, list[str]]:
+        """(the text and what its audio said, notes for the channel)."""
         heard, notes = [], []
         for name, data in msg.audio:
             transcript = self.agent.transcribe(data, name=name)
@@ -123,16 +123,83 @@ class DiscordBrain:
                 heard.append(transcript.text)
             else:
                 notes.append(f"(I couldn't make out {name}: {transcript.reason})")
-        text = "\n".join(part for part in [msg.text.strip(), *heard] if part)
+        if heard:
+            notes.insert(0, "🎙️ heard: " + " ".join(heard))
+        return "\n".join(part for part in [msg.text.strip(), *heard] if part), notes
+
+    def answer(self, msg: Incoming) -> Outgoing:
+        """Transcribes any audio, then the persona's reply to the text and what was said."""
+        text, notes = self._heard(msg)
         session = self.session(msg.channel_id, msg.author_name)
         if not text:
             return self._outgoing(msg.channel_id, session, "", notice=" ".join(notes))
-        if heard:
-            notes.insert(0, "🎙️ heard: " + " ".join(heard))
         reply = "".join(session.reply(text))
         return self._outgoing(msg.channel_id, session, reply, notice="\n".join(notes))
 
+    def replies(self, msg: Incoming) -> Iterator[Outgoing]:
+        """What to post for `msg`, one Outgoing at a time (call `next` on the model thread): the persona's
+        answer, or in a group scene each persona's line as it is written, through its own webhook."""
+        if self.settings.get(channel_key(msg.channel_id)).scene is None:
+            yield self.answer(msg)
+            return
+        text, notes = self._heard(msg)
+        scene = self.scene(msg.channel_id, msg.author_name)
+        if not text:
+            if notes:
+                yield Outgoing("", None, (), notice=" ".join(notes))
+            return
+        for reply in scene.turn(text, human=msg.author_name):
+            reply.finish()
+            if reply.text:
+                yield self._outgoing(msg.channel_id, reply.speaker, reply.text, notice="\n".join(notes))
+                notes = []
+
+    # -- group scenes: several personas in one channel --
+
+    def scene(self, channel_id: int, user_name: Optional[str] = None):
+        """This channel's group scene (open, or reopened from the store)."""
+        key = channel_key(channel_id)
+        scene_id = self.settings.get(key).scene
+        if scene_id is None:
+            raise ValueError("no group scene here: /scene add NAME starts one")
+        return self.sessions.open(key, lambda: self.agent.open_scene(scene_id=scene_id, user_name=user_name))
+
+    def scene_add(self, channel_id: int, name: str, user_name: Optional[str] = None) -> str:
+        """/scene add NAME: NAME joins this channel's scene; the first one starts it with the channel's persona
+        and its conversation so far."""
+        key = channel_key(channel_id)
+        persona = self.agent.personas.get(name)  # UnknownPersona names what it looked for
+        if self.settings.get(key).scene is None:
+            session = self.session(channel_id, user_name)
+            if persona.slug == session.persona.slug:
+                raise ValueError(f"{persona.name} already answers here; add another persona")
+            opening = [m if m.role == "user" else type(m)(m.role, m.content, session.persona.slug)
+                       for m in session.messages]
+            scene = self.agent.open_scene([session.persona.slug], channel=key, user_name=user_name, opening=opening)
+            self.sessions.drop(key)
+            self.settings.update(key, scene=scene.id)
+        self.scene(channel_id, user_name).invite(persona.slug)
+        return f"**{persona.name}** joins the scene: {self.scene_list(channel_id)}"
+
+    def scene_remove(self, channel_id: int, name: str) -> str:
+        scene = self.scene(channel_id)
+        if len(scene.members) == 1:
+            raise ValueError("the scene needs someone in it; /persona set NAME ends it")
+        return f"**{scene.leave(name)}** leaves the scene."
+
+    def scene_list(self, channel_id: int) -> str:
+        if self.settings.get(channel_key(channel_id)).scene is None:
+            return "No group scene here: /scene add NAME starts one."
+        scene = self.scene(channel_id)
+        return ", ".join(f"**{s.persona.name}** (`{slug}`)" for slug, s in scene.members.items()) + \
+            f" (who speaks: {scene.config.strategy})"
+
+    def _one_persona(self, channel_id: int, what: str) -> None:
+        if self.settings.get(channel_key(channel_id)).scene is not None:
+            raise ValueError(f"{what} works with one persona, not in a group scene yet (/persona set NAME ends it)")
+
     def retry(self, channel_id: int) -> Outgoing:
+        self._one_persona(channel_id, "/retry")
         session = self.session(channel_id)
         if not session.can_retry:
             raise ValueError("there is no reply to retry yet in this channel")
@@ -160,7 +227,7 @@ class DiscordBrain:
 
     def set_persona(self, channel_id: int, name: str) -> str:
         persona = self.agent.personas.get(name)  # UnknownPersona names what it looked for
-        self.settings.update(channel_key(channel_id), persona=persona.slug)
+        self.settings.update(channel_key(channel_id), persona=persona.slug, scene=None)  # a scene here ends
         self.sessions.drop(channel_key(channel_id))  # the next message resumes this persona's session here
         return f"**{persona.name}** now answers in this channel."
 
@@ -178,21 +245,35 @@ class DiscordBrain:
                 f"Answers: {answers}. Voice: {'on' if config.voice else 'off'}.")
 
     def reset(self, channel_id: int, user_name: Optional[str] = None) -> Outgoing:
-        """A new conversation here; the outgoing carries the persona's greeting."""
+        """A new conversation here (a new scene of the same personas in a scene); the outgoing carries the
+        (first) greeting."""
+        key = channel_key(channel_id)
+        if self.settings.get(key).scene is not None:
+            old = self.scene(channel_id, user_name)
+            scene = self.agent.open_scene(list(old.members), channel=key, user_name=user_name)
+            self.sessions.drop(key)
+            self.settings.update(key, scene=scene.id)
+            first = scene.lines[0] if scene.lines else None
+            speaker = scene.members.get(first.name) if first else None
+            return self._outgoing(channel_id, speaker or next(iter(scene.members.values())),
+                                  first.content if first else "")
         session = self.session(channel_id, user_name, fresh=True)
         return Outgoing(session.persona.name, session.persona.portrait, tuple(split_message(session.greeting)))
 
     def remember(self, channel_id: int, text: str) -> str:
         """/remember: a note this channel's conversation keeps."""
+        self._one_persona(channel_id, "/remember")
         number = self.session(channel_id).remember(text)
         return f"I'll remember that (memory #{number})."
 
     def forget(self, channel_id: int, what: Optional[str] = None) -> str:
         """/forget: the newest note, memory number `what`, or 'all'."""
+        self._one_persona(channel_id, "/forget")
         return self.session(channel_id).forget(what).capitalize() + "."
 
     def memory(self, channel_id: int) -> str:
         """/memory: the summary, notes and what the last reply recalled."""
+        self._one_persona(channel_id, "/memory")
         return self.session(channel_id).memory_report()
 
     def set_voice(self, channel_id: int, on: bool) -> str:

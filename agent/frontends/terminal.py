@@ -9,7 +9,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 from rich.console import Console
 
@@ -26,7 +26,13 @@ HELP = """commands:
   /forget [N|all] drop the newest note, memory number N (see /memory), or everything remembered
   /memory         show the summary, notes and what the last reply recalled
   /lore [attach|detach NAME]  show which lorebook entries fired and why; attach an imported lorebook
+  /invite NAME    bring another persona into this conversation (it becomes a group scene)
+  /leave NAME     a persona leaves the scene (its lines stay)
+  /next NAME      NAME speaks next (in a scene; NAME may speak twice in a row when asked)
+  /scene [name NAME]  who is in the scene, who speaks next, what the last replies cost; name it (the API's model NAME)
   /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
+SCENE_ONLY = ("next", "leave", "scene")
+NOT_IN_SCENES = ("retry", "persona", "remember", "forget", "memory", "lore", "listen")
 
 
 @contextmanager
@@ -63,6 +69,7 @@ class TerminalChat:
         self.out = out or sys.stdout  # read when the chat starts, not when this module was imported
         self.err = err or Console(stderr=True, highlight=False)
         self.session = None
+        self.scene = None  # a group Scene (agent/chat/scene.py) when several personas talk here
         self.voice = voice  # speak every reply, sentence by sentence, while it is written
         self.speaker = None  # the sounddevice module when an output device exists
         self.replies_spoken = 0
@@ -71,11 +78,14 @@ class TerminalChat:
         self.out.write(text)
         self.out.flush()
 
-    def _stream(self, start: Callable[[threading.Event], Iterator[str]]) -> None:
-        """Writes the pieces of `start(cancel)` as they come; Ctrl-C sets `cancel`."""
-        cancel = threading.Event()
-        speech, sink = self._speech() if self.voice else (None, None)
-        self._write(f"{self.session.persona.name}: ")
+    def _stream(self, start: Callable[[threading.Event], Iterator[str]], session=None,
+                cancel: Optional[threading.Event] = None) -> None:
+        """Writes the pieces of `start(cancel)` as `session`'s persona (default this chat's) as they come;
+        Ctrl-C sets `cancel`."""
+        session = session or self.session
+        cancel = cancel or threading.Event()
+        speech, sink = self._speech(session) if self.voice else (None, None)
+        self._write(f"{session.persona.name}: ")
         with _ctrl_c_cancels(cancel):
             for piece in start(cancel):
                 self._write(piece)
@@ -91,14 +101,16 @@ class TerminalChat:
         if cancel.is_set():
             self.err.print("[dim](stopped; the partial reply was kept — /retry to regenerate)[/dim]")
 
-    def _speech(self):
+    def _speech(self, session):
         from ..speech.playback import open_audio_sink
 
         self.replies_spoken += 1
-        sink = open_audio_sink(self.agent.home.session_dir(self.session.id), self.replies_spoken, self.speaker)
-        return self.agent.speech_stream(self.session, sink), sink
+        folder = self.agent.home.session_dir(self.scene.id if self.scene is not None else session.id)
+        sink = open_audio_sink(folder, self.replies_spoken, self.speaker)
+        return self.agent.speech_stream(session, sink), sink
 
-    def open(self, persona: Optional[str], *, resume: bool, user_name: Optional[str]) -> None:
+    def open(self, persona: Optional[str | Sequence[str]], *, resume: bool, user_name: Optional[str]) -> None:
+        """Opens a chat with `persona`, or a group scene when several are named."""
         with self.err.status("loading the model…", spinner="dots"):
             _ = self.agent.chat_backend
         if self.voice:
@@ -107,7 +119,13 @@ class TerminalChat:
             self.speaker = output_device()
             if self.speaker is None:
                 self.err.print("[dim]no audio output device: spoken replies are written as WAV files[/dim]")
-        self.session = self.agent.open_session(persona, resume=resume, user_name=user_name)
+        names = [persona] if isinstance(persona, str) or persona is None else list(persona)
+        if len(names) > 1:
+            self.scene = self.agent.open_scene(names, resume=resume, user_name=user_name)
+            self.session = next(iter(self.scene.members.values()))
+            self._show_scene_start(resumed=resume and any(m.role == "user" for m in self.scene.lines))
+            return
+        self.session = self.agent.open_session(names[0], resume=resume, user_name=user_name)
         self._show_start(resumed=resume and len(self.session.messages) > 1)
 
     def _show_start(self, resumed: bool) -> None:
@@ -120,13 +138,84 @@ class TerminalChat:
         elif s.greeting:
             self._write(f"{s.persona.name}: {s.greeting}\n")
 
+    def _show_scene_start(self, resumed: bool) -> None:
+        scene = self.scene
+        names = ", ".join(s.persona.name for s in scene.members.values())
+        self.err.print(f"[bold]{names}[/bold] [dim](scene {scene.id}; /help for commands)[/dim]", markup=True,
+                       highlight=False)
+        for line in scene.lines[-4:] if resumed else scene.lines:
+            self._write(f"{scene._who(line)}: {line.content}\n")
+
+    def scene_command(self, name: str, arg: str) -> None:
+        """/invite, /leave, /next, /scene, and /history and /reset of a scene."""
+        from ..persona.store import UnknownPersona
+
+        try:
+            if name == "invite":
+                if self.scene is None:  # the one-persona chat so far opens the scene
+                    s = self.session
+                    self.scene = self.agent.open_scene([s.persona.slug], user_name=s.user_name, opening=[
+                        m if m.role == "user" else type(m)(m.role, m.content, s.persona.slug) for m in s.messages])
+                joined = self.scene.invite(arg)
+                self.err.print(f"[dim]{joined.persona.name} joins the scene[/dim]", highlight=False)
+            elif name == "leave":
+                if len(self.scene.members) == 1:
+                    raise ValueError("the scene needs someone in it; /quit to leave it")
+                self.err.print(f"[dim]{self.scene.leave(arg)} leaves the scene[/dim]", highlight=False)
+                self.session = next(iter(self.scene.members.values()))
+            elif name == "next":
+                self.scene_turn(None, speaker=arg)
+            elif name == "scene" and arg.startswith("name "):
+                self.scene.store.name_scene(self.scene.id, arg[5:].strip() or None)
+                self._write(f"[this scene is called {arg[5:].strip()!r}]\n")
+            elif name == "scene":
+                self._write(self.scene_report() + "\n")
+            elif name == "history":
+                for line in self.scene.lines:
+                    self._write(f"{self.scene._who(line)}: {line.content}\n")
+            elif name == "reset":
+                self.scene = self.agent.open_scene(list(self.scene.members), user_name=self.scene.user_name)
+                self._show_scene_start(resumed=False)
+        except (ValueError, UnknownPersona) as e:
+            self.err.print(str(e), markup=False)
+
+    def scene_report(self) -> str:
+        scene = self.scene
+        nxt = scene.next_speaker()
+        lines = [f"scene {scene.id}: " + ", ".join(f"{s.persona.name} ({slug})" for slug, s in scene.members.items()),
+                 f"strategy: {scene.config.strategy}, at most {scene.config.max_auto_turns} replies in a row after "
+                 f"yours; next: {scene.names[nxt] if nxt else 'you (or /next NAME)'}"]
+        for reply in scene.replies[-6:]:
+            st = reply.stats
+            lines.append(f"  {reply.name}{' (switched)' if reply.switched else ''}: {st.prefill_tokens} of "
+                         f"{st.prompt_tokens} prompt tokens computed, first token after {st.time_to_first_token:.2f} s")
+        return "\n".join(lines)
+
+    def scene_turn(self, text: Optional[str], *, speaker: Optional[str] = None) -> None:
+        cancel = threading.Event()
+        answered = False
+        for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
+            self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
+            answered = True
+        if not answered:
+            self.err.print(f"[dim](nobody answers on their own with scene.strategy={self.scene.config.strategy}; "
+                           f"/next NAME chooses)[/dim]", highlight=False)
+
     def command(self, line: str) -> bool:
         """Runs a /command; returns False when the chat should end."""
         name, _, arg = line[1:].partition(" ")
         arg = arg.strip()
         if name in ("quit", "exit", "q"):
             return False
-        if name == "help":
+        if name in ("invite", "leave", "next") and not arg:
+            self.err.print(f"usage: /{name} NAME  (see /personas)")
+        elif name in SCENE_ONLY and self.scene is None:
+            self.err.print(f"/{name} works in a group scene; /invite NAME starts one", markup=False)
+        elif name == "invite" or (self.scene is not None and name in (*SCENE_ONLY, "history", "reset")):
+            self.scene_command(name, arg)
+        elif self.scene is not None and name in NOT_IN_SCENES:
+            self.err.print(f"/{name} works in one-persona chats, not in a group scene yet", markup=False)
+        elif name == "help":
             self.err.print(HELP, markup=False)
         elif name == "retry":
             if not self.session.can_retry:
@@ -222,6 +311,9 @@ class TerminalChat:
             return self.agent.transcriber.transcribe_samples(samples)
 
     def turn(self, text: str) -> None:
+        if self.scene is not None:
+            self.scene_turn(text)
+            return
         self._stream(lambda cancel: self.session.reply(text, cancel=cancel))
 
     def loop(self, read=input) -> int:
@@ -229,7 +321,7 @@ class TerminalChat:
             return self._loop(read)
 
     def _loop(self, read) -> int:
-        prompt = f"{self.session.user_name}> "
+        prompt = f"{self.scene.user_name if self.scene is not None else self.session.user_name}> "
         while True:
             try:
                 line = read(prompt)

@@ -38,6 +38,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV cache was reused, not recomputed
+    speaker: str = ""  # in a group scene: the slug of the persona that wrote the reply
 
 
 def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[str]:

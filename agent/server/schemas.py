@@ -19,7 +19,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]  # developer is read as system
     content: Union[str, list[TextPart], None] = None
-    name: Optional[str] = Field(None, max_length=200)  # named system messages are speakers' lines (named_text)
+    name: Optional[str] = Field(None, max_length=200)  # who wrote it: in a group scene (model "mara+hale") a persona's slug or name, a human's name; a named system message is a speaker's line (named_text)
 
     def text(self) -> str:
         if self.content is None:
@@ -37,7 +37,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     # frequency_penalty, logit_bias, presence_penalty, ... are accepted and ignored, as SillyTavern sends them
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(min_length=1, max_length=200)  # the persona (slug or card name), or the plain model's id
+    model: str = Field(min_length=1, max_length=200)  # the persona (slug or card name), personas joined by '+' (a group scene), a scene's name, or the plain model's id
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)

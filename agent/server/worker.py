@@ -38,6 +38,7 @@ class Job:
         self.loop = loop
         self.cancel = threading.Event()  # set by the event loop when the client disconnects
         self.events: asyncio.Queue = asyncio.Queue()
+        self.info: dict = {}  # what the job learns before its first event (a scene's speaker), for the response head
 
     def _put(self, kind: str, value: Any) -> None:
         try:

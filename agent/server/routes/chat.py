@@ -17,6 +17,7 @@ from typing import Annotated, AsyncIterator, Optional
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..card_guard import holds_card
 from ..completion import ChatRequest, Completion, complete
@@ -24,6 +25,7 @@ from ..conversation import named_text, read_turn
 from ..deps import StateDep, persona_named
 from ..dispatch import run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
+from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, named_scene_members, scene_names
 from ..schemas import ChatCompletionRequest
 from ..settings import ServerSettings
 from ..worker import DONE, PIECE, Job
@@ -61,7 +63,8 @@ def _session_id(header: Optional[str], user: Optional[str]) -> Optional[str]:
 
 def _response(ident: str, model: str, created: int, done: Completion) -> dict:
     return {"id": ident, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text, "refusal": None,
+                                                 **({"name": done.speaker} if done.speaker else {})},
                          "logprobs": None, "finish_reason": done.finish_reason}],
             "usage": _usage(done)}
 
@@ -86,7 +89,8 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
 
     finished = False
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        speaker = job.info.get("speaker")
+        yield chunk({"role": "assistant", "content": "", **({"name": speaker} if speaker else {})})
         kind, value = first
         while kind == PIECE:
             yield chunk({"content": value})
@@ -134,10 +138,34 @@ def _card_owner(persona, turn, state) -> str:
     return "personae"
 
 
+async def _scene_run(body: ChatCompletionRequest, state, session_id: Optional[str], speaker: Optional[str],
+                     max_tokens: Optional[int]):
+    """The worker job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
+    try:
+        names = scene_names(body.model)
+    except ValueError as e:
+        raise APIError(404, str(e), code="model_not_found", param="model") from None
+    if names is None:
+        names = await run_in_threadpool(named_scene_members, state.agent, body.model)
+    if names is None:
+        return None
+    personas = tuple([await persona_named(state.agent, name) for name in names])
+    chat = SceneRequest(personas=personas, session_id=session_id, speaker=speaker,
+                        messages=tuple(("system" if m.role == "developer" else m.role, m.text(), m.name or "")
+                                       for m in body.messages),
+                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                        stop=body.stop_strings())
+    return partial(complete_scene, state.sessions, chat)
+
+
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep,
-                           x_session_id: Annotated[Optional[str], Header()] = None):
+                           x_session_id: Annotated[Optional[str], Header()] = None,
+                           x_personae_speaker: Annotated[Optional[str], Header()] = None):
     max_tokens = _checked(body, state.settings)
+    run = await _scene_run(body, state, _session_id(x_session_id, body.user), x_personae_speaker, max_tokens)
+    if run is not None:
+        return await _answer(body, request, state, run, {})
     persona = None if body.model == state.agent.plain_model else await persona_named(state.agent, body.model)
     turn = _turn(body, persona, state.agent.config.chat.user_name)
     owner = _card_owner(persona, turn, state)
@@ -145,16 +173,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
                        session_id=_session_id(x_session_id, body.user),
                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                        stop=body.stop_strings())
+    return await _answer(body, request, state, partial(complete, state.sessions, chat), {CARD_HEADER: owner})
+
+
+async def _answer(body: ChatCompletionRequest, request: Request, state, run, headers: dict[str, str]):
+    """Runs the job; the whole response, or its server-sent chunks, with `headers`; a scene's speaker in one too."""
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    run = partial(complete, state.sessions, chat)
-    headers = {CARD_HEADER: owner}
     if not body.stream:
         done = await run_job(request, state.worker, run)
+        if done.speaker:
+            headers = {**headers, SPEAKER_HEADER: done.speaker}
         return JSONResponse(_response(ident, body.model, created, done), headers=headers)
     job = submit(state.worker, run)
     first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
     if first[0] not in (PIECE, DONE):
         raise as_api_error(first[1])
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    speaker = {SPEAKER_HEADER: job.info["speaker"]} if "speaker" in job.info else {}
     return StreamingResponse(_chunks(job, first, ident, body.model, created, include_usage),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers, **speaker})
