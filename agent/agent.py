@@ -210,21 +210,21 @@ class Agent:
             return adapter.soft_prompt(modalities)
 
     def create_persona(self, idea: str, *, name: Optional[str] = None, seed: Optional[int] = None,
-                       portrait: Optional[Path] = None, from_card: Optional[str] = None, replace: bool = False,
-                       time_limit: Optional[float] = None):
+                       portrait: Optional[Path] = None, from_card: Optional[Path] = None,
+                       from_persona: Optional[str] = None, replace: bool = False, time_limit: Optional[float] = None):
         """A new persona written by the chat LM from a one-line idea (agent/creation); with `from_card` (a card
-        file or a persona's name) a variant of that card, `idea` saying what changes. Returns `Created`."""
+        file) or `from_persona` (a persona's name) a variant of that card, `idea` saying what changes.
+        Returns `Created` (the persona and its draft)."""
         from .creation.create import create_persona
 
         source = label = None
-        if from_card:
-            if Path(from_card).expanduser().is_file():
-                from .persona.card_io import read_card
+        if from_card is not None:
+            from .persona.card_io import read_card
 
-                source, _ = read_card(Path(from_card).expanduser(), self.config.cards)
-                label = f"{source.name} ({Path(from_card).name})"
-            else:
-                source = self.personas.get(from_card).card
+            source, _ = read_card(Path(from_card).expanduser(), self.config.cards)
+            label = f"{source.name} ({Path(from_card).name})"
+        elif from_persona:
+            source = self.personas.get(from_persona).card
         phrases = self._portrait_phrases(portrait) if portrait is not None else []
         return create_persona(self.personas, self.chat_backend, idea, config=self.config.creation,
                               model=Path(self.config.lm.name_or_path).name, seed=seed, name=name, portrait=portrait,

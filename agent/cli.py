@@ -200,8 +200,9 @@ def persona_create(idea: Annotated[Optional[str], typer.Argument(help="The chara
         print("personae: persona create: give the idea, or --from-card CARD with --vary CHANGES (not both an idea "
               "and --vary)", file=sys.stderr)
         raise typer.Exit(2)
-    created = _agent(config, set, home).create_persona(text, name=name, seed=seed, portrait=portrait,
-                                                      from_card=from_card, replace=replace)
+    card_file = Path(from_card).expanduser() if from_card and Path(from_card).expanduser().is_file() else None
+    created = _agent(config, set, home).create_persona(text, name=name, seed=seed, portrait=portrait, replace=replace,
+                                                      from_card=card_file, from_persona=None if card_file else from_card)
     p, draft = created.persona, created.draft
     print(f"created {p.name!r} as {p.slug} in {p.folder} ({draft.seconds:.1f} s); chat: personae chat --persona {p.slug}")
 

