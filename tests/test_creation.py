@@ -301,3 +301,16 @@ def test_discord_persona_create_is_for_server_admins(tiny_agent, monkeypatch, on
     followups = [kw["payload"]["content"] for m, url, kw in h.calls if "itoken" in url and not url.endswith("/callback")]
     assert followups == ["Only server admins can create personas."]
     assert not (tiny_agent.home.personas / "hoot-gray").exists()
+
+
+def test_the_contradiction_check():
+    from agent.creation.check import contradictions, copied_example, expected_eras
+
+    assert contradictions("a cheerful baker in a floating sky city", EXAMPLE) == [] and copied_example(EXAMPLE)
+    assert expected_eras("a keeper in 1890s Maine") == {"1800s"} and expected_eras("a Roman gladiator") == {"ancient"}
+    assert expected_eras("a cook who sings") == set()
+    old = {**EXAMPLE, "age": 20, "era": "future", "description": "Zed fixes engines."}
+    found = contradictions("a retired lighthouse keeper in 1890s Maine", old)
+    assert [r.split(":")[0] for r in found] == ["era", "age", "off-topic"]
+    assert contradictions("a retired lighthouse keeper in 1890s Maine",
+                          {**old, "age": 70, "era": "1800s", "description": "Zed keeps the lighthouse."}) == []
