@@ -93,7 +93,8 @@ def main() -> int:
                 created = agent.create_persona(idea, seed=args.seed + i)
                 validate_draft(created.draft.values)
                 persona = load_persona(created.persona.folder)
-                row.update(valid=True, name=persona.name, cut_fields=len(created.draft.repaired),
+                row.update(valid=True, name=persona.name, cut_fields=len(created.draft.cut),
+                           repaired_fields=len(created.draft.repaired),
                            contradictions=contradictions(idea, created.draft.values),
                            copied_example=copied_example(created.draft.values),
                            era=created.draft.values["era"], age=created.draft.values["age"])
@@ -119,6 +120,9 @@ def main() -> int:
     print(f"| seconds per card (median, max) | {statistics.median(seconds):.1f}, {max(seconds):.1f} | |")
     print(f"| fields cut by their budget, per card (mean of {sum(1 for _ in valid)}) | "
           f"{statistics.mean(r['cut_fields'] for r in valid):.1f} of 25 | |" if valid else "| fields cut | - | |")
+    if valid:
+        print(f"| fields closed or replaced after writing, per card | "
+              f"{statistics.mean(r['repaired_fields'] for r in valid):.1f} of 25 | 0 |")
     if ident:
         print(f"| distinctness: identification accuracy, card mode ({ident['lines']} lines) | "
               f"{ident['identification_accuracy']:.3f} (chance {ident['chance']:.3f}) | above chance |")

@@ -169,6 +169,17 @@ def test_the_cli_creates_a_persona(tmp_path):
     assert "created" in r.stdout and "personae chat --persona" in r.stdout
     r = personae("persona", "create", "-c", TINY, "--home", str(home))
     assert r.returncode == 2 and "--from-card" in r.stderr
+    r = personae("persona", "create", "--from-card", "mara", "--vary", "younger, a smuggler", "--seed", "1", "-c", TINY,
+                 "--home", str(home), "-s", "creation.budget_scale=0.1", "-s", "lm.threads=1")
+    assert r.returncode == 0, r.stderr
+    r = personae("persona", "create", "a cook", "--portrait", str(tmp_path / "none.png"), "-c", TINY, "--home", str(home))
+    assert r.returncode == 2 and "none.png" in r.stderr
+
+
+def test_a_seed_gives_the_same_card(tmp_path, tiny_llama, one_thread):
+    drafts = [_tiny_agent(tmp_path / f"h{i}", tiny_llama, "creation.budget_scale=0.25").create_persona(IDEA, seed=9)
+              .draft.values for i in range(2)]
+    assert drafts[0] == drafts[1]
 
 
 # --- llama.cpp: a random GGUF, and the embedded default (slow) --------------------------------------
@@ -304,13 +315,23 @@ def test_discord_persona_create_is_for_server_admins(tiny_agent, monkeypatch, on
 
 
 def test_the_contradiction_check():
-    from agent.creation.check import contradictions, copied_example, expected_eras
+    from agent.creation.check import contradictions, copied_example
+    from agent.creation.eras import era_kinds
 
     assert contradictions("a cheerful baker in a floating sky city", EXAMPLE) == [] and copied_example(EXAMPLE)
-    assert expected_eras("a keeper in 1890s Maine") == {"1800s"} and expected_eras("a Roman gladiator") == {"ancient"}
-    assert expected_eras("a cook who sings") == set()
+    assert era_kinds("a keeper in 1890s Maine") == {"1800s"} and era_kinds("a Roman gladiator") == {"ancient"}
+    assert era_kinds("a cook who sings") == set() and era_kinds("the far future") == {"future"}
     old = {**EXAMPLE, "age": 20, "era": "future", "description": "Zed fixes engines."}
     found = contradictions("a retired lighthouse keeper in 1890s Maine", old)
     assert [r.split(":")[0] for r in found] == ["era", "age", "off-topic"]
     assert contradictions("a retired lighthouse keeper in 1890s Maine",
                           {**old, "age": 70, "era": "1800s", "description": "Zed keeps the lighthouse."}) == []
+    assert contradictions("a Roman gladiator", {**EXAMPLE, "era": "ancient", "description": "A gladiator."}) == []
+
+
+def test_a_variant_prompt_cuts_a_long_source_card():
+    from agent.creation.prompts import SOURCE_CHARS, request
+
+    text = request("younger", source={"name": "Long", "description": "word " * 2000, "personality": "kind"})
+    assert text.startswith("Make a variant of this character: ") and text.endswith("Change: younger")
+    assert len(text) < 4 * SOURCE_CHARS and '"personality": "kind"' in text

@@ -1,8 +1,8 @@
 """Does a created card contradict its idea? A documented, rule-based check (no judge model runs offline).
 
 `contradictions(idea, values)` hands benchmarks/persona_creation.py the reasons a draft goes against its idea:
-- era: the idea names a time (a year, a decade, a century word such as "medieval" or "Victorian") and the
-  draft's era field is another one;
+- era: the idea names a time (a year, a decade, a word such as "medieval" or "Victorian") and the draft's era
+  (free text) names another kind of era, or none (eras.py);
 - age: the idea says old ("retired", "elderly", "old", "veteran") and the draft is under 45, or young ("young",
   "teenage", "child", "apprentice", "girl", "boy") and the draft is over 30;
 - off-topic: none of the idea's content words (4+ letters, or their first 5 letters) is in the description,
@@ -14,45 +14,14 @@ from __future__ import annotations
 import json
 import re
 
-ERA_WORDS = {  # a word in the idea -> the draft eras it allows
-    "ancient": {"ancient"}, "roman": {"ancient"}, "greece": {"ancient"}, "greek": {"ancient"},
-    "persia": {"ancient"}, "egypt": {"ancient"}, "viking": {"medieval", "ancient"}, "medieval": {"medieval"},
-    "samurai": {"1500s-1700s", "medieval"}, "victorian": {"1800s"}, "future": {"future"},
-    "starship": {"future"}, "cyborg": {"future"}, "megacity": {"future"}, "modern-day": {"present day"},
-    "present": {"present day"}, "fantasy": {"fantasy", "medieval"},
-}
+from .eras import era_kinds
+
 OLD_WORDS = ("retired", "elderly", "old", "veteran", "aging", "grandmother", "grandfather", "weary")
 YOUNG_WORDS = ("young", "teenage", "teen", "child", "kid", "apprentice", "girl", "boy")
 STOPWORDS = frozenset("""a an the who whom with that this from into onto over under their there they them her his
     its and but for not never now secretly keeps loves hates wants become been have has after about runs running
     still again""".split())
-_YEAR = re.compile(r"\b(\d{3,4})s?\b")
 EXAMPLE_NAMES = ("Pip", "Larkin", "Cloudreach", "Quill", "Bessie", "honey-rye")
-
-
-def year_era(year: int) -> str:
-    if year < 500:
-        return "ancient"
-    if year < 1500:
-        return "medieval"
-    if year < 1800:
-        return "1500s-1700s"
-    if year < 1900:
-        return "1800s"
-    if year < 2000:
-        return "1900s"
-    return "present day" if year <= 2035 else "future"
-
-
-def expected_eras(idea: str) -> set[str]:
-    """The eras the idea allows; empty when it names no time."""
-    years = [int(y) for y in _YEAR.findall(idea)]
-    if years:
-        return {year_era(years[0])}
-    found: set[str] = set()
-    for word in re.findall(r"[a-z-]+", idea.lower()):
-        found |= ERA_WORDS.get(word, set())
-    return found
 
 
 def content_words(idea: str) -> list[str]:
@@ -63,8 +32,8 @@ def content_words(idea: str) -> list[str]:
 def contradictions(idea: str, values: dict) -> list[str]:
     """The reasons (era, age, off-topic) a validated draft goes against its idea; empty when none."""
     out = []
-    eras = expected_eras(idea)
-    if eras and values["era"] not in eras:
+    eras = era_kinds(idea)
+    if eras and not era_kinds(values["era"]) & eras:
         out.append(f"era: {values['era']!r}, the idea says {'/'.join(sorted(eras))}")
     words = set(re.findall(r"[a-z-]+", idea.lower()))
     if words & set(OLD_WORDS) and values["age"] < 45:

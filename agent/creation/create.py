@@ -108,6 +108,7 @@ def create_persona(store: PersonaStore, backend, idea: str, *, config: CreationC
     folder_name = card.name if name or replace else _free_name(store, card.name)
     persona = store.add(card, image, settings, name=folder_name, replace=replace,
                         where=f"persona create {card.name!r}")
-    log.info("created %s (%s) in %.1f s, %d fields%s", persona.slug, card.name, draft.seconds, draft.leaves,
-             f", closed early: {', '.join(draft.repaired)}" if draft.repaired else "")
+    log.info("created %s (%s) in %.1f s, %d fields, %d ended by their budget%s", persona.slug, card.name,
+             draft.seconds, draft.leaves, len(draft.cut),
+             f", closed afterwards: {', '.join(draft.repaired)}" if draft.repaired else "")
     return Created(persona, draft)

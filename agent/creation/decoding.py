@@ -77,17 +77,18 @@ def _finishing_token(masked, stop_ids: Sequence[int], closers: Sequence[int], te
 
 def write_leaf(decoder, tokenizer, prompt_ids: list[int], constraint: Constraint, *, budget: int,
                options: SamplingOptions, stop_ids: Sequence[int], closers: Sequence[int],
-               deadline: Optional[float] = None) -> str:
-    """The leaf's JSON text as the model writes it after `prompt_ids`, never longer than budget + FINISH_STEPS
-    tokens. A `deadline` (time.monotonic()) that has passed turns the rest of the budget into finishing."""
+               deadline: Optional[float] = None) -> tuple[str, bool]:
+    """(the leaf's JSON text as the model writes it after `prompt_ids`, whether the budget or deadline ended it);
+    never longer than budget + FINISH_STEPS tokens. A `deadline` (time.monotonic()) that has passed turns the
+    rest of the budget into finishing."""
     import time
 
     logits, _ = decoder.prefill(prompt_ids)
     generator = new_generator(options.seed, logits)
     generated: list[int] = []
-    text = ""
+    text, over = "", False
     for step in range(budget + FINISH_STEPS):
-        over = step >= budget or (deadline is not None and time.monotonic() > deadline)
+        over = over or step >= budget or (deadline is not None and time.monotonic() > deadline)
         masked = _without_ends(constraint.mask(logits, full=over), stop_ids, text)
         if not bool((masked > -math.inf).any()):  # the likeliest candidates were all forbidden
             masked = _without_ends(constraint.mask(logits, full=True), stop_ids, text)
@@ -103,4 +104,4 @@ def write_leaf(decoder, tokenizer, prompt_ids: list[int], constraint: Constraint
         if complete(text):
             break
         logits = decoder.step(token)
-    return text
+    return text, over

@@ -26,6 +26,7 @@ class Draft:
     text: str  # the document as written (canonical JSON per leaf)
     seconds: float = 0.0
     leaves: int = 0  # constrained calls made
+    cut: list[str] = field(default_factory=list)  # leaf paths whose token budget (or the deadline) ended them
     repaired: list[str] = field(default_factory=list)  # leaf paths whose text had to be closed or replaced
 
 
@@ -99,7 +100,7 @@ def write_draft(writer, chat_text: str, options: SamplingOptions, *, budget_scal
     fixed = fixed or {}
     values: dict = {}
     document = ""
-    repaired, calls = [], 0
+    repaired, cut, calls = [], [], 0
     for i, (before, path, leaf) in enumerate(leaves(layout)):
         document += before
         if leaf is None:
@@ -109,9 +110,11 @@ def write_draft(writer, chat_text: str, options: SamplingOptions, *, budget_scal
         else:
             seeded = options if options.seed is None else _reseed(options, i)
             schema = leaf.schema_after(values)
-            text = writer.write(chat_text + document, schema, max(1, round(leaf.budget * budget_scale)), seeded,
-                                deadline)
+            text, over = writer.write(chat_text + document, schema, max(1, round(leaf.budget * budget_scale)), seeded,
+                                      deadline)
             calls += 1
+            if over:
+                cut.append(".".join(map(str, path)))
             value, fixed_up = parse_leaf(text, leaf, schema, values)
             if fixed_up:
                 repaired.append(".".join(map(str, path)))
@@ -119,7 +122,8 @@ def write_draft(writer, chat_text: str, options: SamplingOptions, *, budget_scal
         _set(values, path, value)
         document += json.dumps(value, ensure_ascii=False)
     validate_draft(values, layout)
-    return Draft(values=values, text=document, seconds=time.perf_counter() - start, leaves=calls, repaired=repaired)
+    return Draft(values=values, text=document, seconds=time.perf_counter() - start, leaves=calls, cut=cut,
+                 repaired=repaired)
 
 
 def _reseed(options: SamplingOptions, index: int) -> SamplingOptions:

@@ -13,9 +13,10 @@ from .schema import render
 SYSTEM = (
     "You write characters for role-play chats. Given an idea, you answer with one JSON persona draft that "
     "follows the idea closely and invents concrete names, places and people that fit it. Keep every field short. "
-    "description: who they are, their looks and history. personality: a few traits. scenario: where the chat "
-    "with {{user}} starts. first_mes and alternate_greetings: their first words to {{user}}, actions in "
-    "*asterisks*. examples: short exchanges in their own voice. lore: a place and a person from their life."
+    "description: who they are, their looks and history. "
+    "personality: a few traits. scenario: where the chat with {{user}} starts. first_mes and alternate_greetings: "
+    "their first words to {{user}}, actions in *asterisks*. examples: short exchanges in their own voice. lore: a "
+    "place and a person from their life."
 )
 
 EXAMPLE_IDEA = "a cheerful baker in a floating sky city"
@@ -48,13 +49,20 @@ EXAMPLE = {  # hand-written; no benchmark idea is about bakers or sky cities (be
 }
 
 SOURCE_FIELDS = ("name", "description", "personality", "scenario")  # what a variant is shown of its source card
+SOURCE_CHARS = 600  # of each of those fields
+
+
+def _cut(text: str) -> str:
+    """A source card's field, cut so a long imported card still leaves the draft room in a small context."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= SOURCE_CHARS else text[:SOURCE_CHARS].rsplit(" ", 1)[0] + "..."
 
 
 def request(idea: str, *, portrait: Sequence[str] = (), source: Optional[dict] = None) -> str:
     """The user turn: the idea, what the portrait shows, and for a variant the card it varies."""
     lines = []
     if source is not None:
-        shown = {k: source[k] for k in SOURCE_FIELDS if source.get(k)}
+        shown = {k: _cut(source[k]) for k in SOURCE_FIELDS if source.get(k)}
         lines.append("Make a variant of this character: " + json.dumps(shown, ensure_ascii=False))
         lines.append(f"Change: {idea}")
     else:

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
-ERAS = ("ancient", "medieval", "1500s-1700s", "1800s", "1900s", "present day", "future", "fantasy")
+from .eras import KINDS as ERAS
+
 TEMPERAMENTS = ("calm", "cheerful", "gloomy", "fierce", "nervous", "stern", "dreamy", "sly", "warm")
 VOICE_PITCHES = ("deep", "medium", "high")
 LORE_KINDS = ("place", "person", "thing")

@@ -1,7 +1,7 @@
 """Who writes a draft leaf under its grammar, chosen by the chat backend's name.
 
 `load_writer(backend)` hands `draft.write_draft` a writer with `write(prompt_text, schema, budget, options,
-deadline) -> JSON text`: llama.cpp's grammar sampler on the llamacpp backend, xgrammar on transformers, and on
+deadline) -> (JSON text, whether the budget ended it)`: llama.cpp's grammar sampler on the llamacpp backend, xgrammar on transformers, and on
 an engine the grammar sent with the request (`grammar`, GBNF, which llama.cpp's server and llama-cpp-python's
 take; `json_schema` when llama-cpp-python is not here to convert it, which llama.cpp's server takes).
 """
@@ -25,7 +25,7 @@ class LocalWriter:
         self._constraint_for = constraint_for  # leaf schema -> a fresh Constraint
 
     def write(self, prompt_text: str, schema: dict, budget: int, options: SamplingOptions,
-              deadline: Optional[float] = None) -> str:
+              deadline: Optional[float] = None) -> tuple[str, bool]:
         ids = self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         return write_leaf(self.decoder, self.tokenizer, ids, self._constraint_for(schema), budget=budget,
                           options=options, stop_ids=self.stop_ids, closers=self.closers, deadline=deadline)
@@ -51,7 +51,7 @@ class EngineWriter:
         return {"json_schema": schema}
 
     def write(self, prompt_text: str, schema: dict, budget: int, options: SamplingOptions,
-              deadline: Optional[float] = None) -> str:
+              deadline: Optional[float] = None) -> tuple[str, bool]:
         import dataclasses
         import time
 
@@ -62,10 +62,15 @@ class EngineWriter:
         body = completion_body(prompt_text, dataclasses.replace(options, max_new_tokens=max(budget, 1)), ())
         body.update(self.grammar_fields(schema))
         chunks = self.client.stream_completion(body)
+        text, reason = "", ""
         try:
-            return "".join((c.get("choices") or [{}])[0].get("text") or "" for c in chunks)
+            for chunk in chunks:
+                choice = (chunk.get("choices") or [{}])[0]
+                text += choice.get("text") or ""
+                reason = choice.get("finish_reason") or reason
         finally:
             chunks.close()
+        return text, reason == "length"
 
     def close(self) -> None:
         pass
