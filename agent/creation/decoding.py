@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Optional, Protocol, Sequence
 
 from ..chat.sampling import SamplingOptions, new_generator, sample_next
@@ -81,8 +82,6 @@ def write_leaf(decoder, tokenizer, prompt_ids: list[int], constraint: Constraint
     """(the leaf's JSON text as the model writes it after `prompt_ids`, whether the budget or deadline ended it);
     never longer than budget + FINISH_STEPS tokens. A `deadline` (time.monotonic()) that has passed turns the
     rest of the budget into finishing."""
-    import time
-
     logits, _ = decoder.prefill(prompt_ids)
     generator = new_generator(options.seed, logits)
     generated: list[int] = []
