@@ -209,6 +209,43 @@ class Agent:
         with torch.inference_mode():
             return adapter.soft_prompt(modalities)
 
+    def create_persona(self, idea: str, *, name: Optional[str] = None, seed: Optional[int] = None,
+                       portrait: Optional[Path] = None, from_card: Optional[Path] = None,
+                       from_persona: Optional[str] = None, replace: bool = False, time_limit: Optional[float] = None):
+        """A new persona written by the chat LM from a one-line idea (agent/creation); with `from_card` (a card
+        file) or `from_persona` (a persona's name) a variant of that card, `idea` saying what changes.
+        Returns `Created` (the persona and its draft)."""
+        from .creation.create import create_persona
+
+        source = label = None
+        if from_card is not None:
+            from .persona.card_io import read_card
+
+            source, _ = read_card(Path(from_card).expanduser(), self.config.cards)
+            label = f"{source.name} ({Path(from_card).name})"
+        elif from_persona:
+            source = self.personas.get(from_persona).card
+        phrases = self._portrait_phrases(portrait) if portrait is not None else []
+        return create_persona(self.personas, self.chat_backend, idea, config=self.config.creation,
+                              model=Path(self.config.lm.name_or_path).name, seed=seed, name=name, portrait=portrait,
+                              portrait_phrases=phrases, source=source, source_label=label, replace=replace,
+                              time_limit=time_limit)
+
+    def _portrait_phrases(self, portrait: Path) -> list[str]:
+        """CLIP's zero-shot reading of a portrait (age, era, mood) where CLIP weights exist, else nothing."""
+        cfg = self.config.clip
+        if not cfg.enabled:
+            return []
+        from .creation.portrait import portrait_attributes
+        from .models.clip import load_clip
+        from .models.packages import MissingWeights
+
+        try:
+            return portrait_attributes(load_clip(cfg.model, cfg.pretrained), portrait, cfg.model)
+        except MissingWeights as e:
+            log.warning("the portrait's attributes are not read (%s); the idea alone is used", e)
+            return []
+
     def persona(self, name_or_path: Optional[str] = None) -> Persona:
         return self.personas.get(name_or_path or self.config.chat.default_persona)
 

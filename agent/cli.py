@@ -192,6 +192,28 @@ def persona_import(file: Path, name: Annotated[Optional[str], typer.Option(help=
     print(f"imported {p.name!r} as {p.slug} into {p.folder}")
 
 
+@persona_app.command("create")
+def persona_create(idea: Annotated[Optional[str], typer.Argument(help="The character in a line; with --from-card, what changes.")] = None,
+                   name: Annotated[Optional[str], typer.Option(help="The character's name (else the LM invents one).")] = None,
+                   seed: Annotated[Optional[int], typer.Option(help="Fix sampling for a reproducible card.")] = None,
+                   portrait: Annotated[Optional[Path], typer.Option(help="An image to use as the portrait (CLIP reads it where enabled).")] = None,
+                   from_card: Annotated[Optional[str], typer.Option("--from-card", help="Make a variant of this card file or persona.")] = None,
+                   vary: Annotated[Optional[str], typer.Option(help="With --from-card: what changes (else IDEA).")] = None,
+                   replace: Annotated[bool, typer.Option(help="Replace an existing persona of the same name.")] = False,
+                   config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
+    """Write a whole persona (card, greetings, examples, lorebook, voice) from a one-line idea with the chat LM."""
+    text = vary or idea
+    if not text or (vary and idea):
+        print("personae: persona create: give the idea, or --from-card CARD with --vary CHANGES (not both an idea "
+              "and --vary)", file=sys.stderr)
+        raise typer.Exit(2)
+    card_file = Path(from_card).expanduser() if from_card and Path(from_card).expanduser().is_file() else None
+    created = _agent(config, set, home).create_persona(text, name=name, seed=seed, portrait=portrait, replace=replace,
+                                                      from_card=card_file, from_persona=None if card_file else from_card)
+    p, draft = created.persona, created.draft
+    print(f"created {p.name!r} as {p.slug} in {p.folder} ({draft.seconds:.1f} s); chat: personae chat --persona {p.slug}")
+
+
 @persona_app.command("export")
 def persona_export(name: str,
                    format: Annotated[str, typer.Option("--format", "-f", help="png | json | charx")] = "png",

@@ -186,6 +186,22 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class CreationConfig:
+    """`personae persona create` (agent/creation): sampling of the draft and its bounds."""
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.1  # also keeps a small model from copying the worked example word for word
+    budget_scale: float = 1.0  # multiplies every field's token budget (agent/creation/schema.py); a bigger model may write longer fields
+    time_limit: float = 300.0  # seconds; past it every remaining field is closed as soon as its grammar allows (the card stays valid)
+
+    def __post_init__(self):
+        if not 0.1 <= self.budget_scale <= 8 or self.time_limit <= 0 or self.temperature < 0:
+            raise ConfigError(f"creation: budget_scale must be in [0.1, 8], time_limit > 0 and temperature >= 0, got "
+                              f"{self.budget_scale}, {self.time_limit} and {self.temperature}")
+
+
+@dataclass(frozen=True)
 class Config:
     lm: LMConfig = field(default_factory=LMConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -200,6 +216,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    creation: CreationConfig = field(default_factory=CreationConfig)
 
 
 def _is_dataclass_type(tp) -> bool:

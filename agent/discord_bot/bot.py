@@ -6,6 +6,7 @@ go out through a per-channel webhook named after the persona, or as plain bot me
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,12 @@ def add_commands(bot: PersonaeBot) -> None:
     @persona.command(name="list", description="List the personas.")
     async def persona_list(interaction: discord.Interaction):
         await answer(interaction, brain.persona_list, ephemeral=True)
+
+    @persona.command(name="create", description="Write a new persona from a one-line idea (server admins only).")
+    async def persona_create(interaction: discord.Interaction, idea: app_commands.Range[str, 1, 400],
+                             name: Optional[app_commands.Range[str, 1, 60]] = None):
+        is_admin = interaction.guild_id is not None and interaction.permissions.administrator  # DMs have no admins
+        await answer(interaction, functools.partial(brain.create_persona, is_admin=is_admin), idea, name)
 
     @persona.command(name="info", description="Who answers in this channel, and how.")
     async def persona_info(interaction: discord.Interaction):

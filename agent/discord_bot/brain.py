@@ -18,6 +18,8 @@ from ..chat.pool import MAX_SESSIONS, SessionPool
 from .messages import split_message
 from .settings import ChannelSettings
 
+CREATE_SECONDS = 120.0  # /persona create: past this the remaining fields close early (an interaction lasts 15 minutes)
+
 
 def channel_key(channel_id: int) -> str:
     """The history/settings key of a Discord channel, thread or DM."""
@@ -230,6 +232,17 @@ class DiscordBrain:
         self.settings.update(channel_key(channel_id), persona=persona.slug, scene=None)  # a scene here ends
         self.sessions.drop(channel_key(channel_id))  # the next message resumes this persona's session here
         return f"**{persona.name}** now answers in this channel."
+
+    def create_persona(self, idea: str, name: Optional[str] = None, *, is_admin: bool) -> str:
+        """/persona create: a new persona written from `idea` (agent/creation); server admins only."""
+        if not is_admin:
+            return "Only server admins can create personas."
+        created = self.agent.create_persona(idea, name=name, time_limit=CREATE_SECONDS)
+        p = created.persona
+        description = " ".join(p.card.description.replace("{{char}}", p.name).split())
+        if len(description) > 300:
+            description = description[:297] + "..."
+        return f"Created **{p.name}** (`{p.slug}`): {description}\n`/persona set {p.slug}` to talk to them here."
 
     def persona_list(self) -> str:
         return "\n".join(f"• **{p.name}** (`{p.slug}`)" for p in self.agent.personas.list()) or "No personas."

@@ -157,6 +157,11 @@ class LlamaCppModel:
     def close(self) -> None:
         self._finalizer()
 
+    @property
+    def vocab(self):
+        """The native llama_vocab pointer, for llama.cpp samplers built on this model (grammars)."""
+        return self._vocab
+
     # --- sequences -----------------------------------------------------------------------------
     def claim(self, keep: Optional[Lease] = None) -> Lease:
         """A fresh, empty sequence; evicts the least recently used one (never `keep`) when all are held."""

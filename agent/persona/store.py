@@ -182,22 +182,27 @@ class PersonaStore:
                              f"(or give a folder with a {PERSONA_FILE}, or import a card)")
 
     def import_file(self, path: str | Path, *, name: Optional[str] = None, replace: bool = False) -> Persona:
-        """Imports a PNG/JSON/CHARX card as a new persona folder, named after the card (or `name`).
-
-        The folder is built under a hidden temporary name and renamed into place, so a failed import
-        leaves personas/ as it was. An existing persona with the same slug is an error unless `replace`.
-        """
+        """Imports a PNG/JSON/CHARX card as a new persona folder (see `add`), named after the card (or `name`)."""
         card, portrait = read_card(path, self.limits)
+        return self.add(card, portrait, name=name, replace=replace, where=str(path))
+
+    def add(self, card: CharacterCard, portrait: Optional[bytes] = None, settings: Optional[dict] = None, *,
+            name: Optional[str] = None, replace: bool = False, where: str = "new persona") -> Persona:
+        """Saves `card` as a new persona folder named after the card (or `name`); `where` names it in errors.
+
+        The folder is built under a hidden temporary name and renamed into place, so a failure leaves
+        personas/ as it was. An existing persona with the same slug is an error unless `replace`.
+        """
         slug = slugify(name or card.name)
         root = self.home.personas
         target = root / slug
         if target.exists() and not replace:
-            raise CardError(f"{path}: a persona {slug!r} already exists at {target}; "
-                            "import with replace=True (--replace) to overwrite it, or pick another name")
+            raise CardError(f"{where}: a persona {slug!r} already exists at {target}; "
+                            "use replace=True (--replace) to overwrite it, or pick another name")
         created_root = not root.exists()
         try:
             with staging_folder(target) as staging:
-                save_persona(card, staging, portrait, {})
+                save_persona(card, staging, portrait, settings or {})
         except BaseException:
             if created_root and root.is_dir() and not any(root.iterdir()):
                 root.rmdir()

@@ -25,6 +25,7 @@ class ServerSettings(BaseSettings):
     max_tokens: int = Field(1024, ge=1)  # the largest max_tokens a request may ask for
     max_messages: int = Field(2048, ge=1)  # messages in one chat request
     max_speech_chars: int = Field(4096, ge=1)  # input of one /v1/audio/speech request
+    max_generate_seconds: float = Field(120.0, gt=0)  # POST /v1/personas/generate: past this its remaining fields close early
     queue_size: int = Field(8, ge=1)  # model jobs waiting behind the running one; more get 429 at once
     max_sessions: int = Field(32, ge=1)  # sessions whose KV cache stays in memory (least recently used dropped)
     max_cached_tokens: int = Field(65536, ge=1)  # KV-cached tokens over all sessions kept in memory

@@ -1,0 +1,52 @@
+"""Does a created card contradict its idea? A documented, rule-based check (no judge model runs offline).
+
+`contradictions(idea, values)` hands benchmarks/persona_creation.py the reasons a draft goes against its idea:
+- era: the idea names a time (a year, a decade, a word such as "medieval" or "Victorian") and the draft's era
+  (free text) names another kind of era, or none (eras.py);
+- age: the idea says old ("retired", "elderly", "old", "veteran") and the draft is under 45, or young ("young",
+  "teenage", "child", "apprentice", "girl", "boy") and the draft is over 30;
+- off-topic: none of the idea's content words (4+ letters, or their first 5 letters) is in the description,
+  personality, scenario or greeting.
+`copied_example(values)` says whether it took names from the prompt's worked example (reported apart).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from .eras import era_kinds
+
+OLD_WORDS = ("retired", "elderly", "old", "veteran", "aging", "grandmother", "grandfather", "weary")
+YOUNG_WORDS = ("young", "teenage", "teen", "child", "kid", "apprentice", "girl", "boy")
+STOPWORDS = frozenset("""a an the who whom with that this from into onto over under their there they them her his
+    its and but for not never now secretly keeps loves hates wants become been have has after about runs running
+    still again""".split())
+EXAMPLE_NAMES = ("Pip", "Larkin", "Cloudreach", "Quill", "Bessie", "honey-rye")
+
+
+def content_words(idea: str) -> list[str]:
+    words = re.findall(r"[a-z]+", idea.lower())
+    return [w for w in words if len(w) >= 4 and w not in STOPWORDS]
+
+
+def contradictions(idea: str, values: dict) -> list[str]:
+    """The reasons (era, age, off-topic) a validated draft goes against its idea; empty when none."""
+    out = []
+    eras = era_kinds(idea)
+    if eras and not era_kinds(values["era"]) & eras:
+        out.append(f"era: {values['era']!r}, the idea says {'/'.join(sorted(eras))}")
+    words = set(re.findall(r"[a-z-]+", idea.lower()))
+    if words & set(OLD_WORDS) and values["age"] < 45:
+        out.append(f"age: {values['age']}, the idea says old")
+    if words & set(YOUNG_WORDS) and values["age"] > 30:
+        out.append(f"age: {values['age']}, the idea says young")
+    text = " ".join(values[k] for k in ("description", "personality", "scenario", "first_mes")).lower()
+    if not any(w in text or w[:5] in text for w in content_words(idea)):
+        out.append("off-topic: no word of the idea in the description, personality, scenario or greeting")
+    return out
+
+
+def copied_example(values: dict) -> bool:
+    """Whether the draft reuses a name from the worked example (prompts.EXAMPLE)."""
+    text = json.dumps(values, ensure_ascii=False)
+    return any(re.search(rf"\b{re.escape(name)}\b", text) for name in EXAMPLE_NAMES)
