@@ -58,7 +58,7 @@ def distinctness(agent, personas) -> dict:
     refs = {p.slug: references(p) for p in personas}
     shown = [dataclasses.replace(p, card=dataclasses.replace(p.card, mes_example="", alternate_greetings=()))
              for p in personas]
-    result = identification(agent.lm, Conditioning("card", MODES["card"]), shown, refs, user="User")
+    result = identification(agent.lm, Conditioning("card", MODES["card"]), shown, refs, user="User", progress=True)
     return {**result, "chance": 1 / len(personas)}
 
 

@@ -335,3 +335,16 @@ def test_a_variant_prompt_cuts_a_long_source_card():
     text = request("younger", source={"name": "Long", "description": "word " * 2000, "personality": "kind"})
     assert text.startswith("Make a variant of this character: ") and text.endswith("Change: younger")
     assert len(text) < 4 * SOURCE_CHARS and '"personality": "kind"' in text
+
+
+def test_what_the_idea_states_narrows_the_era_and_age_even_for_a_random_lm(tiny_creator):
+    from agent.creation.check import OLD_AGES, contradictions, stated
+
+    assert stated("a retired lighthouse keeper in 1890s Maine") == {
+        ("era",): {"enum": ["1800s"]}, ("age",): {"type": "integer", "enum": list(OLD_AGES)}}
+    assert stated("a viking skald")[("era",)] == {"enum": ["ancient", "medieval"]}
+    assert stated("a cook who sings") == {} and ("age",) not in stated("an old man and a young girl")
+    values = tiny_creator.create_persona("a retired lighthouse keeper in 1890s Maine", seed=3).draft.values
+    assert values["era"] == "1800s" and values["age"] in OLD_AGES  # the random LM chose among what the idea allows
+    assert not [r for r in contradictions("a retired lighthouse keeper in 1890s Maine", values)
+                if r.startswith(("era", "age"))]

@@ -18,6 +18,8 @@ from .eras import era_kinds
 
 OLD_WORDS = ("retired", "elderly", "old", "veteran", "aging", "grandmother", "grandfather", "weary")
 YOUNG_WORDS = ("young", "teenage", "teen", "child", "kid", "apprentice", "girl", "boy")
+OLD_AGES = range(55, 96)  # what an idea's OLD_WORDS allow (the check flags an old character under 45)
+YOUNG_AGES = range(8, 27)  # what YOUNG_WORDS allow (the check flags a young one over 30)
 STOPWORDS = frozenset("""a an the who whom with that this from into onto over under their there they them her his
     its and but for not never now secretly keeps loves hates wants become been have has after about runs running
     still again""".split())
@@ -27,6 +29,23 @@ EXAMPLE_NAMES = ("Pip", "Larkin", "Cloudreach", "Quill", "Bessie", "honey-rye")
 def content_words(idea: str) -> list[str]:
     words = re.findall(r"[a-z]+", idea.lower())
     return [w for w in words if len(w) >= 4 and w not in STOPWORDS]
+
+
+def stated(idea: str) -> dict[tuple, dict]:
+    """What the idea itself says of the era and the age, as narrowed leaf schemas (path -> JSON Schema): the
+    writer picks among those values only, so an idea naming "1890s" never gets a medieval card. Empty when the
+    idea says neither, or says both old and young."""
+    from .eras import KINDS
+
+    out: dict[tuple, dict] = {}
+    eras = [kind for kind in KINDS if kind in era_kinds(idea)]
+    if eras:
+        out[("era",)] = {"enum": eras}
+    words = set(re.findall(r"[a-z-]+", idea.lower()))
+    old, young = bool(words & set(OLD_WORDS)), bool(words & set(YOUNG_WORDS))
+    if old != young:
+        out[("age",)] = {"type": "integer", "enum": list(OLD_AGES if old else YOUNG_AGES)}
+    return out
 
 
 def contradictions(idea: str, values: dict) -> list[str]:

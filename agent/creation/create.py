@@ -17,6 +17,7 @@ from ..config import CreationConfig
 from ..persona.card import CardError, CharacterCard
 from ..persona.store import Persona, PersonaStore
 from .assemble import assemble
+from .check import stated
 from .draft import Draft, write_draft
 from .prompts import messages
 from .schema import NAME_PATTERN
@@ -77,7 +78,8 @@ def write_persona_draft(backend, idea: str, config: CreationConfig, *, seed: Opt
     writer = load_writer(backend)
     try:
         return write_draft(writer, chat_text, sampling(config, seed), budget_scale=config.budget_scale,
-                           fixed={("name",): name} if name else None, deadline=time.monotonic() + limit)
+                           fixed={("name",): name} if name else None, narrowed=stated(idea),
+                           deadline=time.monotonic() + limit)
     finally:
         writer.close()
 

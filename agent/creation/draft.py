@@ -63,7 +63,7 @@ def parse_leaf(text: str, leaf: Leaf, schema: Optional[dict] = None, values: Opt
             continue
         if _valid(value, schema or leaf.schema):
             return value, attempt > 0
-    return fallback(leaf, values or {}), True
+    return fallback(leaf, values or {}, schema), True
 
 
 def _closed(text: str) -> str:
@@ -74,9 +74,10 @@ def _closed(text: str) -> str:
     return _PARTIAL_ESCAPE.sub("", body) + '"'
 
 
-def fallback(leaf: Leaf, values: dict) -> Any:
-    """A value that satisfies the leaf's schema, for an LM that did not write one (values: the earlier leaves)."""
-    schema = leaf.schema
+def fallback(leaf: Leaf, values: dict, schema: Optional[dict] = None) -> Any:
+    """A value that satisfies the leaf's schema (or the narrower `schema` it was written under), for an LM that
+    did not write one (values: the earlier leaves)."""
+    schema = schema or leaf.schema
     if leaf.lead:
         return lookup(values, leaf.lead) + "."
     if "enum" in schema:
@@ -90,10 +91,12 @@ def fallback(leaf: Leaf, values: dict) -> Any:
 
 
 def write_draft(writer, chat_text: str, options: SamplingOptions, *, budget_scale: float = 1.0,
-                fixed: Optional[dict] = None, deadline: Optional[float] = None, layout: dict = LAYOUT) -> Draft:
+                fixed: Optional[dict] = None, narrowed: Optional[dict] = None, deadline: Optional[float] = None,
+                layout: dict = LAYOUT) -> Draft:
     """Fills `layout` after `chat_text` (the rendered chat, ending where the assistant's answer starts).
 
-    fixed: leaf path -> value written as given instead of generated (`--name`); deadline: time.monotonic()
+    fixed: leaf path -> value written as given instead of generated (`--name`); narrowed: leaf path -> a
+    stricter schema it is written under (what the idea states, check.stated); deadline: time.monotonic()
     after which every remaining leaf is closed as soon as its grammar allows (the result still validates).
     """
     start = time.perf_counter()
@@ -109,7 +112,7 @@ def write_draft(writer, chat_text: str, options: SamplingOptions, *, budget_scal
             value = fixed[path]
         else:
             seeded = options if options.seed is None else _reseed(options, i)
-            schema = leaf.schema_after(values)
+            schema = (narrowed or {}).get(path) or leaf.schema_after(values)
             text, over = writer.write(chat_text + document, schema, max(1, round(leaf.budget * budget_scale)), seeded,
                                       deadline)
             calls += 1
