@@ -278,3 +278,13 @@ def test_killing_the_process_mid_reply_loses_no_earlier_line(tmp_path):
     sid = int(proc.stdout.split()[0])
     lines = HistoryStore(tmp_path / "sessions.db").messages(sid)
     assert [(m.role, m.name) for m in lines] == [("assistant", "ann"), ("user", "User"), ("assistant", "bob")]
+
+
+def test_each_line_keeps_its_own_cost(scene_agent):
+    scene = scene_agent.open_scene(["ann", "bob"])
+    for text in ("Bob, are you there?", "Bob, say that again."):
+        for reply in scene.turn(text):
+            reply.finish()
+    bob = [r for r in scene.replies if r.slug == "bob"]
+    assert len(bob) >= 2 and bob[0].stats is not bob[-1].stats  # /scene lists each line's own figures
+    assert bob[0].stats.prompt_tokens < bob[-1].stats.prompt_tokens

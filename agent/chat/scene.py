@@ -140,6 +140,7 @@ class SceneReply:
         self.switched = scene.last_persona() not in (None, slug)
         self._pending, self._cancel, self._sampling = pending, cancel, sampling
         self.text, self.done = "", False
+        self._stats: Optional[DecodeStats] = None  # this line's, kept: the speaker's last_stats move on with its next
 
     @property
     def name(self) -> str:
@@ -147,7 +148,7 @@ class SceneReply:
 
     @property
     def stats(self) -> DecodeStats:
-        return self.speaker.last_stats
+        return self._stats if self._stats is not None else self.speaker.last_stats
 
     def __iter__(self) -> Iterator[str]:
         if self.done:
@@ -157,7 +158,7 @@ class SceneReply:
                                         stops=self.scene.stops_for(self.slug, lines), cancel=self._cancel,
                                         sampling=self._sampling):
             yield piece
-        self.text = self.speaker.last_text
+        self.text, self._stats = self.speaker.last_text, self.speaker.last_stats
         self.scene.save(self._pending + ([Message("assistant", self.text, self.slug)] if self.text else []))
         self.done = True
 
