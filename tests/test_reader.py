@@ -18,6 +18,12 @@ def fresh_lm():
     return load_lm("random:llama")
 
 
+def _with_lora():
+    lm = load_lm("random:llama")
+    add_reader(lm.model, ReaderConfig(rank=2))
+    return lm.model
+
+
 def _logits(lm, soft=None):
     ids = lm.tokenizer("hello there, captain", add_special_tokens=False)["input_ids"]
     if soft is not None:
@@ -144,6 +150,8 @@ def test_a_deep_prefix_is_read_at_every_position_and_survives_a_save(tmp_path, f
     assert attach_reader(other.model, path).kind == "prefix"
     torch.testing.assert_close(get_prefix(other.model).up, prefix.up)
     torch.testing.assert_close(CachedDecoder(other.model, soft=soft).prefill(ids)[0], last, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"p\.safetensors: its reader \(prefix\) is not the kind"):
+        attach_reader(_with_lora(), path)
     qwen = load_lm("random:qwen")
     add_reader(qwen.model, ReaderConfig(rank=5, kind="prefix"))  # another rank: other shapes
     with pytest.raises(ValueError, match=r"p\.safetensors: its reader \(prefix\) does not fit"):

@@ -142,6 +142,8 @@ def attach_reader(model: torch.nn.Module, path: Path) -> Optional[ReaderConfig]:
         saved = {k[len(PREFIX):]: file.get_tensor(k) for k in file.keys() if k.startswith(PREFIX)}
     if not has_reader(model):
         add_reader(model, cfg)
+    elif (get_prefix(model) is not None) != (cfg.kind == "prefix"):
+        raise ValueError(f"{path}: its reader ({cfg.kind}) is not the kind this LM already carries")
     if cfg.kind == "prefix":
         own = dict(get_prefix(model).named_parameters())
     else:
