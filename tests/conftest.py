@@ -77,3 +77,16 @@ def shared_cache_home(tmp_path, gguf_cache):
     from agent.paths import Home
 
     return Home(data=tmp_path / "home", cache=gguf_cache)
+
+
+def killed_midway(script: str) -> str:
+    """Runs `script` (Python source that SIGKILLs itself mid-reply) in a child process from the checkout;
+    asserts it died by SIGKILL and returns what it printed before."""
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc.stdout

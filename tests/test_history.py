@@ -1,11 +1,10 @@
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from agent.chat.history import HistoryStore
 from agent.chat.prompt import Message
+
+from conftest import killed_midway
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,9 +62,7 @@ def test_killing_the_process_mid_reply_loses_no_earlier_turn(tmp_path):
             if i == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    sid = int(proc.stdout.split()[0])
+    sid = int(killed_midway(script).split()[0])
     messages = HistoryStore(tmp_path / "sessions.db").messages(sid)
     assert [m.role for m in messages] == ["assistant", "user", "assistant"]
     assert messages[1].content == "first message"

@@ -247,11 +247,10 @@ def test_a_database_from_before_scenes_opens(tmp_path):
 
 def test_killing_the_process_mid_reply_loses_no_earlier_line(tmp_path):
     """A child process finishes one round of a scene, then is SIGKILLed while a persona writes the next line."""
-    import signal
-    import subprocess
-    import sys
     import textwrap
     from pathlib import Path
+
+    from conftest import killed_midway
 
     repo = Path(__file__).resolve().parents[1]
     script = textwrap.dedent(f"""
@@ -273,9 +272,7 @@ def test_killing_the_process_mid_reply_loses_no_earlier_line(tmp_path):
                 if i == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    sid = int(proc.stdout.split()[0])
+    sid = int(killed_midway(script).split()[0])
     lines = HistoryStore(tmp_path / "sessions.db").messages(sid)
     assert [(m.role, m.name) for m in lines] == [("assistant", "ann"), ("user", "User"), ("assistant", "bob")]
 

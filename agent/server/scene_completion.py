@@ -104,10 +104,11 @@ def _scene(sessions, request: SceneRequest, prior: list[Message], resent: bool, 
     key = (request.session_id, "+".join(slugs))
     scene = sessions.pool.open(key, lambda: agent.open_scene(slugs, resume=channel is not None, channel=channel,
                                                              save=channel is not None, user_name=user))
+    opening = opening_lines([(p.slug, p.card) for p in request.personas], user)
     if resent and prior[0].role != "assistant":
-        prior = opening_lines([(p.slug, p.card) for p in request.personas], user) + prior
+        prior = opening + prior
     if channel is None:
-        scene.replace_lines(prior if resent else opening_lines([(p.slug, p.card) for p in request.personas], user))
+        scene.replace_lines(prior if resent else opening)
     elif resent and (len(prior) > len(scene.lines) or _spoken(scene.lines[len(scene.lines) - len(prior):]) != _spoken(prior)):
         sessions.pool.drop(key)  # an edited conversation: the client's version, stored anew
         scene = sessions.pool.open(key, lambda: agent.open_scene(slugs, channel=channel, opening=prior, user_name=user))
