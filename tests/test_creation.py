@@ -144,6 +144,11 @@ def test_bad_requests_are_refused_before_anything_is_written(tiny_creator):
         tiny_creator.create_persona("a cook", name="x")
     with pytest.raises(CardError, match="can't read the portrait"):
         tiny_creator.create_persona("a cook", portrait=Path("/no/such.png"))
+    broken = tiny_creator.home.cache / "broken.png"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"not an image")
+    with pytest.raises(CardError, match=rf"{broken}: portrait is not a readable image"):
+        tiny_creator.create_persona("a cook", portrait=broken)
     assert not tiny_creator.home.personas.exists() or not any(tiny_creator.home.personas.iterdir())
 
 

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from ..chat.sampling import SamplingOptions
 from ..config import CreationConfig
 from ..persona.card import CardError, CharacterCard
+from ..persona.card_io import as_png
 from ..persona.store import Persona, PersonaStore
 from .assemble import assemble
 from .check import stated
@@ -103,6 +104,7 @@ def create_persona(store: PersonaStore, backend, idea: str, *, config: CreationC
             image = Path(portrait).read_bytes()
         except OSError as e:
             raise CardError(f"{portrait}: can't read the portrait: {e}") from None
+        image = as_png(image, str(portrait))  # an unreadable image fails here, before any writing, naming its file
     draft = write_persona_draft(backend, idea, config, seed=seed, name=name, portrait=portrait_phrases,
                                 source=source, time_limit=time_limit)
     card, settings = assemble(draft.values, idea=idea, model=model, seed=seed,
