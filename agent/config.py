@@ -39,7 +39,10 @@ class LMConfig:
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
-    kv_contexts: int = 2  # llama.cpp: KV cells = this many chat contexts, for every open session and shared persona prefix; a group scene of N personas keeps each speaker's cache with about N + 1
+    kv_contexts: int = 4  # llama.cpp: KV cells = this many chat contexts, shared by the streams decoding at once and the resident sessions and persona prefixes; idle sessions are spilled when they run out
+    step_tokens: int = 256  # llama.cpp: rows per batched decode step (one per generating stream, the rest prefill chunks); smaller keeps streams' next tokens coming during a long prompt, larger prefills faster
+    spill_ram_mb: int = 512  # llama.cpp: idle sessions' KV states kept in RAM up to this; past it saved sessions' go to disk, others are dropped (recomputed)
+    spill_disk_mb: int = 2048  # llama.cpp: saved sessions' KV states on disk (cache/kv) up to this, oldest deleted; restored after a restart when model and prompt match
 
     def __post_init__(self):
         if self.backend not in LM_BACKENDS:
@@ -48,6 +51,9 @@ class LMConfig:
             raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
         if self.kv_contexts < 1:
             raise ConfigError(f"lm.kv_contexts must be >= 1, got {self.kv_contexts}")
+        if self.step_tokens < 1 or self.spill_ram_mb < 0 or self.spill_disk_mb < 0:
+            raise ConfigError(f"lm.step_tokens must be >= 1 and lm.spill_ram_mb, lm.spill_disk_mb >= 0, got "
+                              f"{self.step_tokens}, {self.spill_ram_mb} and {self.spill_disk_mb}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 

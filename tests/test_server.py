@@ -381,7 +381,7 @@ def test_serve_refuses_before_loading_anything(tmp_path, monkeypatch):
         run_server(agent, host="127.0.0.1")
 
 
-# --- one worker: queue full, disconnects -----------------------------------------------------------------
+# --- job threads: concurrency, queue full, disconnects ---------------------------------------------------
 
 @pytest.fixture()
 def slow_decoding(monkeypatch):
@@ -392,8 +392,19 @@ def slow_decoding(monkeypatch):
     monkeypatch.setattr(CachedDecoder, "step", lambda self, token: time.sleep(0.01) or step(self, token))
 
 
+def test_a_long_reply_does_not_hold_the_model_for_another_client(agent, slow_decoding):
+    with serve(agent, max_streams=2, max_tokens=1500) as (client, url):
+        long = ask(client, stream=True, max_tokens=1500, user="long")  # about 15 s if it ran to the end
+        next(iter(long))
+        start = time.perf_counter()
+        assert ask(client, max_tokens=3, user="short").choices[0].message.content
+        assert time.perf_counter() - start < 5  # answered beside the long one, not after it
+        assert health(url)["running"] == 1
+        long.close()
+
+
 def test_a_full_queue_answers_429_at_once(agent, slow_decoding):
-    with serve(agent, queue_size=1, max_tokens=1500) as (client, url):
+    with serve(agent, max_streams=1, queue_size=1, max_tokens=1500) as (client, url):
         long = ask(client, stream=True, max_tokens=1500)
         next(iter(long))
         wait_for(lambda: health(url)["busy"])

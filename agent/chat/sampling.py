@@ -90,3 +90,18 @@ def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], ge
         logits[order[drop]] = float("-inf")
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+class TokenPicker:
+    """One reply's sampling as a callable: `picker(logits, context_ids) -> token`, its seeded generator made
+    at the first call (what the llama.cpp scheduler runs at each stream's row)."""
+
+    def __init__(self, options: SamplingOptions):
+        self.options = options
+        self._generator = None
+        self._started = False
+
+    def __call__(self, logits, context_ids: Sequence[int]) -> int:
+        if not self._started:
+            self._generator, self._started = new_generator(self.options.seed, logits), True
+        return sample_next(logits, self.options, context_ids, self._generator)

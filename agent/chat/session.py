@@ -71,6 +71,7 @@ class ChatSession:
         self.prefixes = prefixes  # shared persona-prefix KV caches
         self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
         self.decoder = decoder or backend.new_decoder(soft)  # CachedDecoder's interface (agent/chat/backends.py)
+        self._keep_cache()
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
@@ -80,6 +81,19 @@ class ChatSession:
             top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
             eos_token_ids=backend.stop_token_ids)  # the defaults; `reply(sampling=)` overrides them per turn
         self.stops = with_turn_markers(stop_strings(persona.card, user_name) if persona else [], self.tokenizer)
+
+    def _keep_cache(self) -> None:
+        """A saved session names its KV cache (llama.cpp), so an idle one is spilled rather than dropped and a
+        restart picks it up; the soft prompt is part of the name (other vectors: other cells)."""
+        if not self.saved or not hasattr(self.decoder, "keep_as"):
+            return
+        soft = ""
+        if self.soft is not None:
+            import hashlib
+
+            rows = self.soft.detach().float().cpu().numpy() if hasattr(self.soft, "detach") else self.soft
+            soft = ":" + hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+        self.decoder.keep_as(f"session:{self.id}{soft}")
 
     @property
     def key(self) -> str:
@@ -258,6 +272,7 @@ class ChatSession:
         continues there (memory follows it); the old one stays as it was. Returns the new session id."""
         new_id = self.store.fork_session(self.id, greeting, turns)
         self.id = new_id
+        self._keep_cache()
         if self.context is not None:
             self.context.session_id = new_id
         self.messages = self.store.messages(new_id)
@@ -270,8 +285,9 @@ class ChatSession:
         return len(self.decoder.ids)
 
     def close(self) -> None:
-        """Frees the KV cache (the history stays in the store); the session still works and recomputes its prompt."""
-        self.decoder.reset()
+        """Moves the KV cache out of memory (llama.cpp: spilled, to disk for a saved session; else freed); the
+        history stays in the store and the session still works."""
+        getattr(self.decoder, "close", self.decoder.reset)()
 
     # --- lore and memory (agent/chat/context.py) --------------------------------------------------
     def _needs_context(self):

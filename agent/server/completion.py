@@ -1,4 +1,4 @@
-"""One chat completion on the model worker: session, history, per-request sampling, stop strings, usage.
+"""One chat completion on a job thread: session, history, per-request sampling, stop strings, usage.
 
 `complete(sessions, request, job)` streams text pieces through `job.emit` and returns a `Completion`;
 the chat route turns both into OpenAI's response or its server-sent chunks.
@@ -13,7 +13,7 @@ from ..chat.prompt import Message, greeting
 from ..chat.template import StopCutter
 from .conversation import FORK, RETRY, Turn, prompt_history, reconcile, stored_form, stored_pairs
 from .sessions import SessionCache
-from .worker import Job
+from .jobs import Job
 
 FINISH_REASONS = {"eos": "stop", "stop string": "stop", "cancelled": "stop", "max_new_tokens": "length"}
 
@@ -65,7 +65,11 @@ def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[st
 
 
 def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completion:
-    session = sessions.open(request.persona, request.session_id)
+    with sessions.checkout(request.persona, request.session_id) as session:
+        return _complete(sessions, session, request, job)
+
+
+def _complete(sessions: SessionCache, session, request: ChatRequest, job: Job) -> Completion:
     halt = threading.Event()  # stops the decoder: the client went away, or a stop string was written
     stopper = StopCutter(request.stop)
     try:

@@ -1,4 +1,4 @@
-"""Runs a request's model job on the worker and waits for it, cancelling the job when the client goes away.
+"""Runs a request's job on a job runner and waits for it, cancelling the job when the client goes away.
 
 A full queue becomes 429 with a Retry-After hint at once; job failures become OpenAI error objects.
 """
@@ -10,12 +10,12 @@ from typing import Any, Callable
 from fastapi import Request
 
 from .errors import APIError, as_api_error
-from .worker import Busy, Job, ModelWorker
+from .jobs import Busy, Job, JobRunner
 
 
-def submit(worker: ModelWorker, run: Callable[[Job], Any]) -> Job:
+def submit(runner: JobRunner, run: Callable[[Job], Any]) -> Job:
     try:
-        return worker.submit(run)
+        return runner.submit(run)
     except Busy as e:
         raise APIError(429, f"{e}: every place in the queue is taken", code="queue_full",
                        headers={"Retry-After": str(e.retry_after)}) from None
@@ -48,9 +48,9 @@ async def until_done_or_gone(request: Request, job: Job, waiting) -> Any:
     raise ClientGone()
 
 
-async def run_job(request: Request, worker: ModelWorker, run: Callable[[Job], Any]) -> Any:
+async def run_job(request: Request, runner: JobRunner, run: Callable[[Job], Any]) -> Any:
     """Submits `run` and returns its value; failures are raised as APIError."""
-    job = submit(worker, run)
+    job = submit(runner, run)
     try:
         return await until_done_or_gone(request, job, job.result())
     except APIError:  # ClientGone too

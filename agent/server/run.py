@@ -39,7 +39,30 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> N
     where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
     keyed = bool(settings.api_key and settings.api_key.get_secret_value())
     log.info("serving %s as models at %s (%s)", names, where, "API key required" if keyed else "no API key")
-    uvicorn.run(create_app(agent, settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(agent, settings)
+    server = _stopping_server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                                             timeout_graceful_shutdown=SHUTDOWN_SECONDS),
+                              on_exit=app.state.personae.jobs.cancel_all)
+    try:
+        server.run()
+    finally:
+        agent.close()  # the llama.cpp scheduler: saved sessions' KV states to disk
+
+
+SHUTDOWN_SECONDS = 2  # after SIGTERM/Ctrl-C, how long open responses may take to end before they are cut
+
+
+def _stopping_server(config, *, on_exit):
+    """A uvicorn server that also calls `on_exit` (cancel every job: streams end at their next token) the
+    moment a stop signal arrives, so its graceful shutdown does not wait on running generations."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 @contextmanager

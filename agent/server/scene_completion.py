@@ -17,7 +17,7 @@ from ..chat.scene import Scene, opening_lines
 from ..chat.template import StopCutter
 from .completion import FINISH_REASONS, Completion
 from .sessions import CHANNEL_PREFIX
-from .worker import Job
+from .jobs import Job
 
 SPEAKER_HEADER = "X-Personae-Speaker"
 
@@ -116,7 +116,13 @@ def _scene(sessions, request: SceneRequest, prior: list[Message], resent: bool, 
 
 
 def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
-    """One persona's reply in the scene; its slug goes to `job.info["speaker"]` before the first piece."""
+    """One persona's reply in the scene; its slug goes to `job.info["speaker"]` before the first piece. One
+    request at a time per scene (others wait)."""
+    with sessions.held((request.session_id, "+".join(p.slug for p in request.personas))):
+        return _complete_scene(sessions, request, job)
+
+
+def _complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     system, prior, text, human, resent = read_scene_turn(request.messages, request.personas)
     user = sessions.agent.config.chat.user_name
     scene = _scene(sessions, request, prior, resent, user)

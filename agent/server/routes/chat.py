@@ -2,7 +2,7 @@
 server-sent chunks or comes whole.
 
 The request is checked against the caps here, read into a `ChatRequest`, and run by `complete` on the
-model worker; a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
+job runner (decoding batched with other requests); a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
 `X-Personae-Card` says whose card the prompt holds: `personae` (the persona's, added by personae), `client`
 (the client's system text held it, so personae added none) or `none` (the plain model).
 """
@@ -28,7 +28,7 @@ from ..errors import APIError, as_api_error, error_body
 from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, named_scene_members, scene_names
 from ..schemas import ChatCompletionRequest
 from ..settings import ServerSettings
-from ..worker import DONE, PIECE, Job
+from ..jobs import DONE, PIECE, Job
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; SillyTavern may send more (its custom stopping strings)
@@ -140,7 +140,7 @@ def _card_owner(persona, turn, state) -> str:
 
 async def _scene_run(body: ChatCompletionRequest, state, session_id: Optional[str], speaker: Optional[str],
                      max_tokens: Optional[int]):
-    """The worker job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
+    """The job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
     try:
         names = scene_names(body.model)
     except ValueError as e:
@@ -180,11 +180,11 @@ async def _answer(body: ChatCompletionRequest, request: Request, state, run, hea
     """Runs the job; the whole response, or its server-sent chunks, with `headers`; a scene's speaker in one too."""
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if not body.stream:
-        done = await run_job(request, state.worker, run)
+        done = await run_job(request, state.jobs, run)
         if done.speaker:
             headers = {**headers, SPEAKER_HEADER: done.speaker}
         return JSONResponse(_response(ident, body.model, created, done), headers=headers)
-    job = submit(state.worker, run)
+    job = submit(state.jobs, run)
     first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
     if first[0] not in (PIECE, DONE):
         raise as_api_error(first[1])

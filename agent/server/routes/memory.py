@@ -1,7 +1,7 @@
 """A saved API session's memory: GET shows it, POST adds a note (/remember), DELETE forgets (/forget).
 
 The session is the one a chat completion with the same session id (X-Session-Id header or `user`) and
-`model` uses; its memory lives in the history database, so it survives restarts. Runs on the model worker,
+`model` uses; its memory lives in the history database, so it survives restarts. Runs on a job thread,
 which owns the open sessions.
 """
 from __future__ import annotations
@@ -55,13 +55,13 @@ def _sid(session_id: str) -> str:
 @router.get("/{session_id}/memory")
 async def show_memory(session_id: str, model: str, request: Request, state: StateDep):
     persona = await persona_named(state.agent, model)
-    return await run_job(request, state.worker, partial(_show, state.sessions, persona, _sid(session_id)))
+    return await run_job(request, state.jobs, partial(_show, state.sessions, persona, _sid(session_id)))
 
 
 @router.post("/{session_id}/memory")
 async def add_note(session_id: str, body: NoteRequest, request: Request, state: StateDep):
     persona = await persona_named(state.agent, body.model)
-    return await run_job(request, state.worker, partial(_remember, state.sessions, persona, _sid(session_id), body.text))
+    return await run_job(request, state.jobs, partial(_remember, state.sessions, persona, _sid(session_id), body.text))
 
 
 @router.delete("/{session_id}/memory/{memory}")
@@ -71,4 +71,4 @@ async def forget(session_id: str, memory: Annotated[str, "a memory id from GET, 
     if memory != "all" and not memory.isdigit():
         raise APIError(400, f"memory: expected a memory id or 'all', got {memory!r}", code="invalid_value",
                        param="memory")
-    return await run_job(request, state.worker, partial(_forget, state.sessions, persona, _sid(session_id), memory))
+    return await run_job(request, state.jobs, partial(_forget, state.sessions, persona, _sid(session_id), memory))

@@ -1,5 +1,5 @@
 """Persona management: POST /v1/personas imports a card file (PNG/JSON/CHARX, the CLI's checks);
-POST /v1/personas/generate writes a new one from an idea (agent/creation, on the model worker, time-bounded);
+POST /v1/personas/generate writes a new one from an idea (agent/creation, on a job thread, time-bounded);
 GET /v1/personas lists them; GET /v1/personas/{name} exports one as a card file.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ async def generate_persona(body: GenerateRequest, request: Request, state: State
         raise APIError(409, f"a persona {slugify(body.name)!r} already exists; send replace=true to overwrite it, "
                        f"or another name", code="persona_exists", param="name")
     limit = min(body.time_limit or state.settings.max_generate_seconds, state.settings.max_generate_seconds)
-    created = await run_job(request, state.worker, lambda job: agent.create_persona(
+    created = await run_job(request, state.jobs, lambda job: agent.create_persona(
         body.idea, name=body.name, seed=body.seed, from_persona=body.from_persona, replace=body.replace,
         time_limit=limit))
     return {**persona_object(created.persona), "card": created.persona.card.to_v3()["data"],
