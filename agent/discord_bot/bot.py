@@ -9,6 +9,7 @@ import asyncio
 import functools
 import io
 import logging
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -24,6 +25,14 @@ AUDIO_TYPES = ("audio/",)  # voice messages are audio/ogg; any audio attachment 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 NO_WEBHOOK = ("I can't post as the characters here because I'm missing the **Manage Webhooks** permission, "
               "so I'll answer as myself. Give my role Manage Webhooks in this channel to fix it.")
+
+
+def reported(what: str, *args) -> str:
+    """Logs the exception being handled, `what` (a %-format of `args`) and its traceback under a new error id;
+    returns the short line for the channel, which shows the id and none of the exception's text."""
+    error_id = secrets.token_hex(3)
+    log.exception(what + " (error id %s)", *args, error_id)
+    return f"Sorry, I couldn't answer that (error id {error_id})."
 
 
 def intents() -> discord.Intents:
@@ -100,9 +109,8 @@ class PersonaeBot(discord.Client):
         except EngineError as e:  # the LM engine (lm.url) failed: its address stays in the log, not the channel
             log.error("could not answer in channel %s: %s", message.channel.id, e)
             await self.say(message.channel, "Sorry, the language model is not answering right now; try again soon.")
-        except Exception as e:  # noqa: BLE001 - one bad message must not take the bot down
-            log.exception("could not answer a message in channel %s", message.channel.id)
-            await self.say(message.channel, f"Sorry, something went wrong: {type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001 - one bad message must not take the bot down
+            await self.say(message.channel, reported("could not answer a message in channel %s", message.channel.id))
 
     async def say(self, channel, text: str) -> None:
         try:
@@ -177,9 +185,8 @@ def add_commands(bot: PersonaeBot) -> None:
             text = await bot.run_model(fn, *args)
         except (LookupError, ValueError) as e:
             text = str(e)
-        except Exception as e:  # noqa: BLE001
-            log.exception("slash command failed")
-            text = f"Sorry, something went wrong: {type(e).__name__}"
+        except Exception:  # noqa: BLE001
+            text = reported("a slash command failed in channel %s", interaction.channel_id)
         try:
             await interaction.followup.send(text[:2000], ephemeral=ephemeral)
         except discord.HTTPException as e:

@@ -51,16 +51,23 @@ class Outgoing:
 
 
 class RateLimiter:
-    """At most `limit` messages per user in any `window` seconds; says once per window when someone is over."""
+    """At most `limit` messages per user in any `window` seconds; says once per window when someone is over.
+
+    Users silent for a whole window are forgotten (swept at most once a window), so the memory held is
+    bounded by who wrote in the last two windows, not by everyone who ever wrote.
+    """
 
     def __init__(self, limit: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.limit, self.window, self.clock = limit, window, clock
         self._times: dict[int, deque] = {}
         self._warned: dict[int, float] = {}
+        self._swept = clock()
 
     def check(self, user_id: int) -> tuple[bool, Optional[float]]:
         """(allowed, None) or (False, seconds until allowed); the seconds are None when already told."""
         now = self.clock()
+        if now - self._swept >= self.window:
+            self._sweep(now)
         times = self._times.setdefault(user_id, deque())
         while times and now - times[0] >= self.window:
             times.popleft()
@@ -73,6 +80,13 @@ class RateLimiter:
             return False, None
         self._warned[user_id] = now
         return False, wait
+
+    def _sweep(self, now: float) -> None:
+        """Drops the users whose every message is older than the window (and their warnings)."""
+        for user_id in [u for u, times in self._times.items() if not times or now - times[-1] >= self.window]:
+            del self._times[user_id]
+            self._warned.pop(user_id, None)
+        self._swept = now
 
 
 class DiscordBrain:
