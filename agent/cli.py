@@ -283,6 +283,14 @@ def lore_remove(name: str, home: HomeOpt = None, config: ConfigOpt = None):
     print(f"removed {name}")
 
 
+def _exit(text: str, code: int) -> None:
+    """Prints `text` to stderr with any registered secret (the Discord token) cut out, then exits with `code`."""
+    from .logs import redacted
+
+    print(redacted(text), file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
     from .logs import setup_logging
 
@@ -307,19 +315,17 @@ def main() -> None:
     except click.Abort:
         sys.exit(130)
     except MissingWeights as e:
-        print(f"personae: missing weights: {e}", file=sys.stderr)
-        sys.exit(3)
+        _exit(f"personae: missing weights: {e}", 3)
     except EngineError as e:  # the LM engine (lm.url) is down, refused or answered wrongly
-        print(f"personae: {e}", file=sys.stderr)
-        sys.exit(3)
+        _exit(f"personae: {e}", 3)
     except (ConfigError, CardError, LoreError, UnknownPersona, AudioError, FileNotFoundError, GGUFError) as e:
-        print(f"personae: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"personae: {e}", 2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the last resort: one line, not a traceback, unless asked for
         import os
+        import traceback
+
         if os.environ.get("PERSONAE_DEBUG"):
-            raise
-        print(f"personae: error: {type(e).__name__}: {e} (set PERSONAE_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+            _exit(traceback.format_exc().rstrip(), 1)  # printed here, not re-raised: redacted like the log
+        _exit(f"personae: error: {type(e).__name__}: {e} (set PERSONAE_DEBUG=1 for the traceback)", 1)

@@ -172,3 +172,23 @@ def test_lore_import_attach_list_show_and_prompt_explain(tmp_path):
     assert r.returncode == 2 and "broken.json" in r.stderr
     r = personae("lore", "attach", "nothing", "-p", "mara", "--home", str(home))
     assert r.returncode == 2 and "no lorebook named 'nothing'" in r.stderr
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_an_error_on_exit_never_prints_the_discord_token(tmp_path, monkeypatch, debug):
+    """The last-resort line, and the traceback PERSONAE_DEBUG asks for, come out with the token cut."""
+    import agent.discord_bot
+    from agent import logs
+
+    secret = "MTAx.secret-token-value.xyz"
+    monkeypatch.setattr(logs, "_SECRETS", set())
+    monkeypatch.setenv("DISCORD_TOKEN", secret)
+    monkeypatch.setenv("PERSONAE_DEBUG", debug)
+
+    def crash(agent):
+        raise RuntimeError(f"the gateway closed on Bot {secret}")
+    monkeypatch.setattr(agent.discord_bot, "run_bot", crash)
+    r = personae("discord", "-c", TINY, "--home", str(tmp_path / "home"))
+    assert r.returncode == 1 and "the gateway closed on Bot [REDACTED]" in r.stderr
+    assert secret not in r.stderr
+    assert ("Traceback" in r.stderr) == bool(debug)

@@ -169,6 +169,15 @@ def stored(agent, session_id: str, slug: str = "tess") -> list[tuple[str, str]]:
     return [] if sid is None else [(m.role, m.content) for m in agent.history.messages(sid)]
 
 
+def stored_once_settled(agent, session_id: str, expected: list, seconds: float = 5.0) -> list[tuple[str, str]]:
+    """What the session stores, read again until it is `expected` or `seconds` pass (a cut of a reply its
+    client left lands shortly after the request's own job)."""
+    deadline = time.monotonic() + seconds
+    while (found := stored(agent, session_id)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def test_a_session_keeps_history_and_reuses_its_kv_cache(server, agent):
     client, _ = server
     messages = [{"role": "user", "content": "first"}]
@@ -431,7 +440,7 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(agent, slow_decod
         stream.close()
         assert wait_for(lambda: not health(url)["busy"], seconds=5) < 5
         assert health(url)["cancelled"] == 1
-        partial = stored(agent, "gone")[-1][1]  # the partial reply is saved, as when Ctrl-C stops the terminal
+        partial = stored(agent, "gone")[-1][1]  # at most what the client received (the next tests check it)
         assert ask(client, max_tokens=2).choices[0].message.content  # the worker serves the next request
         assert len(partial) < 2000
 
@@ -443,6 +452,36 @@ def test_a_client_that_gives_up_on_a_plain_request_frees_the_worker(agent, slow_
         assert wait_for(lambda: not health(url)["busy"], seconds=5) < 5
         assert health(url)["cancelled"] == 1
 
+
+def test_a_client_that_disconnects_mid_stream_leaves_only_what_it_received_stored(agent, held_reply):
+    """The model is held once 3 pieces are out; the client reads exactly those and goes away; what the
+    session stores of the reply is that text, though the model wrote on until it saw the disconnect."""
+    from conftest import read_held_stream
+
+    app = create_app(agent, ServerSettings(api_key="sk-test"))
+    worker = app.state.personae.worker
+    with running(app) as url:
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-test"},
+                          json={"model": "tess", "stream": True, "max_tokens": 200, "user": "cut",
+                                "messages": [{"role": "user", "content": "Hello there"}]}, timeout=60) as response:
+            received = read_held_stream(response, held_reply)
+        wait_for(lambda: worker.running is not None and worker.running.cancel.is_set())  # the disconnect is seen
+        held_reply.release.set()  # the model writes one more piece, then stops and stores its turn
+        wait_for(lambda: worker.completed >= 1 and worker.running is None and not worker.queued)
+        assert received.strip()
+        expected = [("assistant", "Ahoy."), ("user", "Hello there"), ("assistant", received.strip())]
+        assert stored_once_settled(agent, "cut", expected) == expected
+
+
+def test_a_plain_request_whose_client_left_stores_none_of_the_turn(agent, slow_decoding):
+    """Nothing of the reply reached the client, so neither it nor the message is kept: a client that
+    resends the conversation continues the stored one."""
+    with serve(agent, max_tokens=1500) as (_, url):
+        with pytest.raises(httpx.TimeoutException):
+            post(url, {"model": "tess", "max_tokens": 1500, "user": "left",
+                       "messages": [{"role": "user", "content": "hi"}]}, timeout=1.0)
+        wait_for(lambda: health(url)["completed"] >= 1 and not health(url)["busy"] and not health(url)["queued"])
+        assert stored_once_settled(agent, "left", [("assistant", "Ahoy.")]) == [("assistant", "Ahoy.")]
 
 # --- memory ------------------------------------------------------------------------------------------
 

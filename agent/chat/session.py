@@ -257,6 +257,14 @@ class ChatSession:
         self.store.replace_last_reply(self.id, text)
         self.messages = self.messages[:-1] + [Message("assistant", text)]
 
+    def drop_last_turn(self) -> None:
+        """The last message and its reply go, in memory and in the store (an API client went away having
+        received none of the reply)."""
+        if not self.can_retry:
+            raise ValueError("the conversation does not end with a message and its reply")
+        self.store.remove_last(self.id, 2)
+        self.messages = self.messages[:-2]
+
     def replace_history(self, messages: list[Message]) -> None:
         """The conversation so far is `messages` (an API client resent or edited it); nothing is stored.
 

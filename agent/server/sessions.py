@@ -43,6 +43,13 @@ class SessionCache:
         with lock:
             yield
 
+    def under(self, key: Hashable, fn):
+        """`fn` wrapped to run while holding `key` (see `held`): for work on a session after its request ended."""
+        def run(*args):
+            with self.held(key):
+                return fn(*args)
+        return run
+
     @contextmanager
     def checkout(self, persona, session_id: Optional[str]):
         """The session for this client id and persona, held for the block. A stateless request whose shared
