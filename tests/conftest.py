@@ -101,7 +101,7 @@ def held_reply(monkeypatch):
     import types
 
     from agent.chat.decoding import CachedDecoder
-    from agent.server.worker import Job
+    from agent.server.jobs import Job
 
     gate = types.SimpleNamespace(pieces=[], held=threading.Event(), release=threading.Event())
     emit, step = Job.emit, CachedDecoder.step

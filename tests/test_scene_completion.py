@@ -106,14 +106,14 @@ def test_a_scene_client_that_disconnects_mid_stream_leaves_only_the_line_it_rece
         return [] if sid is None else [(m.role, m.content) for m in agent.history.messages(sid)][-2:]
 
     app = create_app(agent, ServerSettings(api_key="sk-test"))
-    worker = app.state.personae.worker
+    jobs = app.state.personae.jobs
     with running(app) as url:
         with httpx.stream("POST", url + "/v1/chat/completions", json={
                 "model": "tess+bo", "stream": True, "max_tokens": 200, "user": "cut",
                 "messages": [{"role": "user", "content": "Bo, soup?"}]},
                 headers={"Authorization": "Bearer sk-test", "X-Personae-Speaker": "bo"}, timeout=60) as response:
             received = read_held_stream(response, held_reply)
-        wait_for(lambda: worker.running is not None and worker.running.cancel.is_set())  # the disconnect is seen
+        wait_for(lambda: any(job.cancel.is_set() for job in jobs.running_jobs()))  # the disconnect is seen
         held_reply.release.set()
         expected = [("user", "Bo, soup?"), ("assistant", received.strip())]
         try:

@@ -459,15 +459,15 @@ def test_a_client_that_disconnects_mid_stream_leaves_only_what_it_received_store
     from conftest import read_held_stream
 
     app = create_app(agent, ServerSettings(api_key="sk-test"))
-    worker = app.state.personae.worker
+    jobs = app.state.personae.jobs
     with running(app) as url:
         with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-test"},
                           json={"model": "tess", "stream": True, "max_tokens": 200, "user": "cut",
                                 "messages": [{"role": "user", "content": "Hello there"}]}, timeout=60) as response:
             received = read_held_stream(response, held_reply)
-        wait_for(lambda: worker.running is not None and worker.running.cancel.is_set())  # the disconnect is seen
+        wait_for(lambda: any(job.cancel.is_set() for job in jobs.running_jobs()))  # the disconnect is seen
         held_reply.release.set()  # the model writes one more piece, then stops and stores its turn
-        wait_for(lambda: worker.completed >= 1 and worker.running is None and not worker.queued)
+        wait_for(lambda: jobs.completed >= 1 and jobs.running == 0 and not jobs.queued)
         assert received.strip()
         expected = [("assistant", "Ahoy."), ("user", "Hello there"), ("assistant", received.strip())]
         assert stored_once_settled(agent, "cut", expected) == expected
@@ -490,20 +490,20 @@ def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):
     ask(client, "hello", user="mem-1")
     headers = {"Authorization": "Bearer sk-test"}
     r = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": "the key is under the mat"},
-                   headers=headers)
+                   headers=headers, timeout=60)
     assert r.status_code == 200, r.text
     note = r.json()["id"]
-    shown = httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()
+    shown = httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers, timeout=60).json()
     assert shown["notes"] == [{"id": note, "text": "the key is under the mat"}] and shown["object"] == "memory"
     sid = agent.history.latest_session("tess", "openai:mem-1")
     assert "the key is under the mat" in agent.open_session(session_id=sid).prompt_for(
         agent.history.messages(sid)).text  # the note reaches the prompt
-    r = httpx.delete(url + f"/v1/sessions/mem-1/memory/{note}", params={"model": "tess"}, headers=headers)
+    r = httpx.delete(url + f"/v1/sessions/mem-1/memory/{note}", params={"model": "tess"}, headers=headers, timeout=60)
     assert r.status_code == 200 and "forgot" in r.json()["result"]
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()["notes"] == []
-    bad = httpx.delete(url + "/v1/sessions/mem-1/memory/seven", params={"model": "tess"}, headers=headers)
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers, timeout=60).json()["notes"] == []
+    bad = httpx.delete(url + "/v1/sessions/mem-1/memory/seven", params={"model": "tess"}, headers=headers, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "memory"
-    empty = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": ""}, headers=headers)
+    empty = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": ""}, headers=headers, timeout=60)
     assert empty.status_code == 400
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers).status_code == 404
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}).status_code == 401
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers, timeout=60).status_code == 404
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, timeout=60).status_code == 401

@@ -180,9 +180,11 @@ def backend_name(cfg: LMConfig) -> str:
 
 
 def _threads(cfg: LMConfig) -> int:
-    """lm.threads, or (0) one per CPU this process may use, capped at 8 (llama.cpp gains little past the
-    memory bandwidth, and a shared machine keeps some cores)."""
-    return cfg.threads if cfg.threads > 0 else max(1, min(8, len(os.sched_getaffinity(0))))
+    """lm.threads, or (0) one per CPU this process may use less one, capped at 8. The core left over runs
+    the Python side (sampling, the server, speech): llama.cpp's threads spin at every layer's barrier, so when
+    anything else takes one of their cores a decode slows many times over (seen: a 10.7 s card took 320 s
+    beside two other jobs on 2 cores); past the memory bandwidth more threads gain little anyway."""
+    return cfg.threads if cfg.threads > 0 else max(1, min(8, len(os.sched_getaffinity(0)) - 1))
 
 
 def _transformers(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path,

@@ -128,6 +128,10 @@ class JobRunner:
     def running(self) -> int:
         return len(self._running)
 
+    def running_jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._running)
+
     def retry_after(self) -> int:
         """Seconds until a queued place is likely free: the queue ahead over the measured rate of finishing jobs."""
         now = time.monotonic()
