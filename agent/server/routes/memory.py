@@ -2,7 +2,7 @@
 
 The session is the one a chat completion with the same session id (X-Session-Id header or `user`) and
 `model` uses; its memory lives in the history database, so it survives restarts. Runs on the model worker,
-which owns the open sessions.
+which owns the open sessions. Showing or forgetting the memory of a session never stored is a 404.
 """
 from __future__ import annotations
 
@@ -10,25 +10,31 @@ from functools import partial
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..deps import StateDep, persona_named
 from ..dispatch import run_job
 from ..errors import APIError
+from ..schemas import TextBody
 from .chat import _session_id
 
 router = APIRouter(prefix="/v1/sessions", tags=["memory"])
 MAX_NOTE_CHARS = 2000
 
 
-class NoteRequest(BaseModel):
+class NoteRequest(TextBody):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=200)  # the persona
     text: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
 
 
 def _session(sessions, persona, session_id: str):
-    return sessions.open(persona, session_id)
+    """The stored session, or 404: showing or forgetting memory must not start a session (a read that writes)."""
+    found = sessions.existing(persona, session_id)
+    if found is None:
+        raise APIError(404, f"no session {session_id!r} with {persona.slug!r}: a chat completion with this "
+                       f"session id (X-Session-Id or user) starts one", code="session_not_found", param="session_id")
+    return found
 
 
 def _show(sessions, persona, session_id: str, job) -> dict:
@@ -37,7 +43,7 @@ def _show(sessions, persona, session_id: str, job) -> dict:
 
 
 def _remember(sessions, persona, session_id: str, text: str, job) -> dict:
-    number = _session(sessions, persona, session_id).remember(text)
+    number = sessions.open(persona, session_id).remember(text)  # a note may come before the first message
     return {"object": "memory.note", "id": number, "text": text.strip()}
 
 
