@@ -521,3 +521,12 @@ def test_scene_personas_post_through_their_own_webhooks(harness, tiny_agent):
     assert "personae Bob" in created
     names = [name for where, _, name, _ in h.posts() if where == "webhook"]
     assert names and names[0] == "Bob"
+
+
+def test_text_that_is_not_unicode_is_replaced_and_answered(harness, tiny_agent):
+    """Discord's JSON may spell a lone surrogate ("\\ud800"); it becomes U+FFFD rather than failing the turn."""
+    h = harness()
+    run(h.bot.on_message(h.message(h.dm, "caf\udce9 au lait")))
+    sid = tiny_agent.history.latest_session(tiny_agent.persona().slug, f"discord:{DM}")
+    assert [m.content for m in tiny_agent.history.messages(sid) if m.role == "user"] == ["caf\ufffd au lait"]
+    assert h.posts() and not any("went wrong" in (p[1] or "") for p in h.posts())

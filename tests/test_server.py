@@ -507,3 +507,99 @@ def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):
     assert empty.status_code == 400
     assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers, timeout=60).status_code == 404
     assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, timeout=60).status_code == 401
+
+
+# --- text that is not Unicode, bodies that are not JSON objects, numbers out of range -----------------------
+
+BAD_TEXT = "bad \ud800 text"  # json.dumps writes it as JSON's "\ud800", which decodes to a lone surrogate
+HI = [{"role": "user", "content": "hi"}]
+
+
+def send(url: str, path: str, body, *, content_type: str = "application/json") -> httpx.Response:
+    """POST `body` (json.dumps'd unless bytes) as it is, with `content_type`."""
+    import json
+
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(url + path, content=content, headers={"Authorization": "Bearer sk-test",
+                                                            "Content-Type": content_type})
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "system", "content": "Be brief."}, *HI,
+                                                            {"role": "user", "content": BAD_TEXT}]}, "messages[2].content"),
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "user", "content": [{"type": "text", "text": BAD_TEXT}]}]},
+     "messages[0].content"),
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "user", "content": "hi", "name": BAD_TEXT}]},
+     "messages[0].name"),
+    ("/v1/chat/completions", {"model": "tess", "stop": ["ok", BAD_TEXT], "messages": HI}, "stop"),
+    ("/v1/chat/completions", {"model": "tess", "user": BAD_TEXT, "messages": HI}, "user"),
+    ("/v1/chat/completions", {"model": BAD_TEXT, "messages": HI}, "model"),
+    ("/v1/chat/completions", {"model": "mara+hale", "messages": [{"role": "user", "content": BAD_TEXT}]},
+     "messages[0].content"),  # a group scene
+    ("/v1/sessions/s1/memory", {"model": "tess", "text": BAD_TEXT}, "text"),
+    ("/v1/personas/generate", {"idea": BAD_TEXT}, "idea"),
+    ("/v1/audio/speech", {"input": BAD_TEXT, "voice": "tess"}, "input"),
+])
+def test_text_that_is_not_unicode_is_a_400_naming_the_field(server, agent, path, body, param):
+    client, url = server
+    error = assert_error(send(url, path, body), 400, param, "lone surrogate", "U+D800")
+    assert error["param"] == param
+    with agent.history._connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    assert ask(client, max_tokens=2).choices[0].message.content  # the server is fine
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"model": "tess", "seed": -1, "messages": HI}, ["seed", "greater than or equal to 0"]),
+    ({"model": "tess", "seed": 2**64, "messages": HI}, ["seed", "less than or equal to"]),
+    ({"model": "tess", "top_p": 0, "messages": HI}, ["top_p"]),
+    ({"model": "tess", "max_tokens": 0, "messages": HI}, ["max_tokens"]),
+    ({"model": "tess", "temperature": -0.5, "messages": HI}, ["temperature"]),
+])
+def test_numbers_out_of_range_are_refused_by_the_schema_at_once(server, body, words):
+    _, url = server
+    start = time.perf_counter()
+    error = assert_error(send(url, "/v1/chat/completions", body), 400, *words)
+    assert error["param"] == words[0] and time.perf_counter() - start < 1
+
+
+def test_a_generate_request_with_a_negative_seed_is_refused(server):
+    _, url = server
+    error = assert_error(send(url, "/v1/personas/generate", {"idea": "a baker", "seed": -3}), 400, "seed")
+    assert error["param"] == "seed"
+
+
+@pytest.mark.parametrize("content, content_type, words", [
+    (b"{not json", "application/json", ["the body is not valid JSON", "line 1 column 2"]),
+    (b'{"model": "tess",\n "messages": []]', "application/json", ["not valid JSON", "line 2 column"]),
+    (b"", "application/json", ["the body is empty"]),
+    (b'[{"model": "tess"}]', "application/json", ["the body must be a JSON object, got an array"]),
+    (b'{"model": "tess", "messages": [{"role": "user", "content": "hi"}]}', "application/x-www-form-urlencoded",
+     ["Content-Type must be application/json", "application/x-www-form-urlencoded"]),
+    (b"model=tess", "text/plain", ["Content-Type must be application/json"]),
+])
+def test_a_body_that_is_not_a_json_object_says_what_is_wrong(server, content, content_type, words):
+    _, url = server
+    error = assert_error(send(url, "/v1/chat/completions", content, content_type=content_type), 400, *words)
+    assert "valid dictionary" not in error["message"]
+
+
+def test_reading_an_unknown_sessions_memory_is_a_404_that_stores_nothing(server, agent):
+    _, url = server
+    headers = {"Authorization": "Bearer sk-test"}
+
+    def sessions() -> int:
+        with agent.history._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    for ident in ("never-seen-1", "never-seen-2"):
+        shown = httpx.get(url + f"/v1/sessions/{ident}/memory", params={"model": "tess"}, headers=headers)
+        error = assert_error(shown, 404, ident)
+        assert error["code"] == "session_not_found" and error["type"] == "not_found_error"
+        assert_error(httpx.delete(url + f"/v1/sessions/{ident}/memory/all", params={"model": "tess"},
+                                  headers=headers), 404, ident)
+    assert sessions() == 0
+    ask(server[0], user="seen", max_tokens=2)
+    assert httpx.get(url + "/v1/sessions/seen/memory", params={"model": "tess"}, headers=headers).status_code == 200
+    assert_error(httpx.get(url + "/v1/sessions/seen/memory", params={"model": "mara"}, headers=headers), 404, "seen")
+    assert sessions() == 1

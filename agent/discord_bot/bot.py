@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 
 from ..models.engine import EngineError
+from ..untrusted_text import without_lone_surrogates
 from .brain import DiscordBrain, Incoming, Outgoing
 
 log = logging.getLogger("personae.discord")
@@ -89,11 +90,11 @@ class PersonaeBot(discord.Client):
         reply_to = message.reference.resolved if message.reference else None
         reply_to_bot = isinstance(reply_to, discord.Message) and (
             (me is not None and reply_to.author.id == me.id) or reply_to.webhook_id in self._own_webhook_ids)
-        text = message.content
+        text = without_lone_surrogates(message.content)  # JSON can spell "\\ud800": replaced, as a chat isn't bounced
         if me is not None:
             text = text.replace(f"<@{me.id}>", "").replace(f"<@!{me.id}>", "")
         return Incoming(channel_id=message.channel.id, author_id=message.author.id,
-                        author_name=message.author.display_name, text=text.strip(),
+                        author_name=without_lone_surrogates(message.author.display_name), text=text.strip(),
                         is_dm=isinstance(message.channel, discord.DMChannel),
                         mentioned=me is not None and me in message.mentions, reply_to_bot=reply_to_bot,
                         from_bot=message.author.bot, from_webhook=message.webhook_id is not None, audio=audio)

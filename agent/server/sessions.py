@@ -83,6 +83,15 @@ class SessionCache:
             self.pool.drop(key)
         return self.pool.open(key, lambda: self._load(persona, session_id))
 
+    def existing(self, persona, session_id: str):
+        """The session for this client id and persona if it is open or stored, else None: reads (GET memory)
+        never start one, so unknown ids can't grow the history database."""
+        owner = self.agent.plain_model if persona is None else persona.slug
+        if (session_id, None if persona is None else persona.slug) not in self.pool \
+                and self.agent.history.latest_session(owner, CHANNEL_PREFIX + session_id) is None:
+            return None
+        return self.open(persona, session_id)
+
     def _load(self, persona, session_id: Optional[str]):
         plain, slug = persona is None, None if persona is None else persona.slug
         if session_id is None:
