@@ -38,6 +38,7 @@ class LMConfig:
     model: str = ""  # engine backend: the model name the engine serves; '' takes the first it lists
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
+    max_concurrency: int = 8  # engine backend: requests in flight to the engine at once, over all sessions (feeds its batching); more wait up to lm.timeout for a slot, then fail with 503
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
     kv_contexts: int = 2  # llama.cpp: KV cells = this many chat contexts, for every open session and shared persona prefix; a group scene of N personas keeps each speaker's cache with about N + 1
 
@@ -48,6 +49,8 @@ class LMConfig:
             raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
         if self.kv_contexts < 1:
             raise ConfigError(f"lm.kv_contexts must be >= 1, got {self.kv_contexts}")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"lm.max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 
