@@ -38,6 +38,7 @@ class LMConfig:
     model: str = ""  # engine backend: the model name the engine serves; '' takes the first it lists
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
+    max_concurrency: int = 8  # engine backend: requests in flight to the engine at once, over all sessions (feeds its batching); more wait up to lm.timeout for a slot, then fail with 503
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
     kv_contexts: int = 4  # llama.cpp: KV cells = this many chat contexts, shared by the streams decoding at once and the resident sessions and persona prefixes; idle sessions are spilled when they run out
     step_tokens: int = 256  # llama.cpp: rows per batched decode step (one per generating stream, the rest prefill chunks); smaller keeps streams' next tokens coming during a long prompt, larger prefills faster
@@ -54,6 +55,8 @@ class LMConfig:
         if self.step_tokens < 1 or self.spill_ram_mb < 0 or self.spill_disk_mb < 0:
             raise ConfigError(f"lm.step_tokens must be >= 1 and lm.spill_ram_mb, lm.spill_disk_mb >= 0, got "
                               f"{self.step_tokens}, {self.spill_ram_mb} and {self.spill_disk_mb}")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"lm.max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 

@@ -266,7 +266,8 @@ def _engine(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, ca
     from ..models.engine import load_engine
 
     tokenizer, context = local_tokenizer(cfg.name_or_path, cache_dir)
-    client = load_engine(cfg.url, model=cfg.model, timeout=cfg.timeout, retries=cfg.retries)
+    client = load_engine(cfg.url, model=cfg.model, timeout=cfg.timeout, retries=cfg.retries,
+                         max_concurrency=cfg.max_concurrency)
     check_tokenizer(client, tokenizer, cfg.name_or_path)
     return EngineBackend(client, tokenizer, context_length=context, prompt_embeds=cfg.prompt_embeds, lm=lm)
 
