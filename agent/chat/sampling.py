@@ -45,9 +45,11 @@ def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Seq
     if options.temperature == 0:
         return int(np.argmax(logits))
     logits = logits / options.temperature
+    candidates = np.arange(logits.shape[0])
     if options.top_k > 0 and options.top_k < logits.shape[0]:
         kth = np.partition(logits, -options.top_k)[-options.top_k]
-        logits[logits < kth] = -np.inf
+        candidates = np.flatnonzero(logits >= kth)  # ascending ids: ties keep the same order as a full sort
+        logits = logits[candidates]  # only these can be drawn: the rest of the work is over k values, not the vocab
     if options.top_p < 1.0:
         order = np.argsort(-logits, kind="stable")
         ordered = logits[order]
@@ -58,7 +60,7 @@ def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Seq
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     rng = generator if generator is not None else np.random.default_rng()
-    return int(rng.choice(len(probs), p=probs))
+    return int(candidates[rng.choice(len(probs), p=probs)])
 
 
 def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], generator=None) -> int:
