@@ -483,6 +483,20 @@ def test_a_plain_request_whose_client_left_stores_none_of_the_turn(agent, slow_d
         wait_for(lambda: health(url)["completed"] >= 1 and not health(url)["busy"] and not health(url)["queued"])
         assert stored_once_settled(agent, "left", [("assistant", "Ahoy.")]) == [("assistant", "Ahoy.")]
 
+
+def test_a_client_that_gives_up_while_its_prompt_is_fitted_frees_its_job(agent, monkeypatch):
+    """The job's cancel reaches fit_prompt: it stops at its next tokenisation, not after the reply."""
+    import agent.chat.prompt as prompt
+
+    tokenise = prompt._token_ids
+    monkeypatch.setattr(prompt, "_token_ids", lambda *args: time.sleep(2) or tokenise(*args))
+    with serve(agent, max_tokens=1500) as (_, url):
+        with pytest.raises(httpx.TimeoutException):  # two fits and a render of the prefix: over 6 s if it ran on
+            post(url, {"model": "tess", "max_tokens": 1500, "messages": [{"role": "user", "content": "hi"}]}, timeout=1.0)
+        assert wait_for(lambda: not health(url)["busy"], seconds=4) < 4
+        assert health(url)["cancelled"] == 1
+
+
 # --- memory ------------------------------------------------------------------------------------------
 
 def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):

@@ -55,6 +55,24 @@ def test_ctrl_c_stops_the_reply_not_the_program(tiny_agent):
     assert signal.getsignal(signal.SIGINT) is before  # the chat's handlers are gone again
 
 
+def test_ctrl_c_while_the_prompt_is_fitted_keeps_nothing_and_the_chat_goes_on(tiny_agent, monkeypatch):
+    import agent.chat.session as session_module
+
+    fit = session_module.fit_prompt
+    interrupted = []
+
+    def interrupt_first_fit(*args, **kwargs):
+        if not interrupted:
+            interrupted.append(os.kill(os.getpid(), signal.SIGINT))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "fit_prompt", interrupt_first_fit)
+    chat, code, out = _chat(tiny_agent, ["first", "second"])
+    assert code == 0
+    contents = [m.content for m in chat.session.messages]
+    assert "first" not in contents and contents[-2] == "second"
+
+
 def test_ctrl_c_works_even_when_started_with_sigint_ignored(tiny_agent):
     """A chat started as a background job (SIGINT ignored) still answers Ctrl-C at the prompt and mid-reply."""
     chat = TerminalChat(tiny_agent, out=io.StringIO())

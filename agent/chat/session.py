@@ -132,9 +132,10 @@ class ChatSession:
         """This session's sampling with `changes` (max_new_tokens, temperature, top_p, seed, ...) that are not None."""
         return dataclasses.replace(self.sampling, **{k: v for k, v in changes.items() if v is not None})
 
-    def _fit(self, history: list[Message], context, budget: int) -> Prompt:
+    def _fit(self, history: list[Message], context, budget: int, cancel: Optional[threading.Event] = None) -> Prompt:
         """fit_prompt; when lore and memory leave no room for the card and the newest turn, they give way
-        (per-turn parts first, then the notes, then all of it) rather than the turn failing."""
+        (per-turn parts first, then the notes, then all of it) rather than the turn failing. Raises
+        Cancelled (agent/chat/prompt.py) once `cancel` is set."""
         lesser = [context, dataclasses.replace(context, recent="", depth=()),
                   dataclasses.replace(context, recent="", depth=(), notes=""), NO_CONTEXT]
         error = None
@@ -144,7 +145,8 @@ class ChatSession:
             try:
                 prompt = fit_prompt(self.tokenizer, self.card, history, self.user_name,
                                     budget=budget, kept_from=self.kept_from, with_card=self.with_card,
-                                    soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
+                                    soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option,
+                                    cancel=cancel)
             except ValueError as e:
                 error = error or e
                 continue
@@ -155,15 +157,16 @@ class ChatSession:
             return prompt
         raise error
 
-    def prompt_for(self, history: list[Message], *, max_new_tokens: Optional[int] = None) -> Prompt:
+    def prompt_for(self, history: list[Message], *, max_new_tokens: Optional[int] = None,
+                   cancel: Optional[threading.Event] = None) -> Prompt:
         """The next prompt, leaving room for max_new_tokens. With lore and memory: a first fit without recalled
         turns finds the window, turns that left it are archived, then the prompt is fitted again with what the
-        new message recalls."""
+        new message recalls. Raises Cancelled once `cancel` is set."""
         budget = self.budget(max_new_tokens)
         if self.context is None or not self.adds_card:
-            return self._fit(history, NO_CONTEXT, budget)
-        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
-        return self._fit(history, self.context.build(history, self.kept_from), budget)
+            return self._fit(history, NO_CONTEXT, budget, cancel)
+        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget, cancel)
+        return self._fit(history, self.context.build(history, self.kept_from), budget, cancel)
 
     def preview(self, history: list[Message], *, prefix: str = "") -> Prompt:
         """The prompt `prompt_for` would build after `history`, with nothing archived (for `personae prompt`)."""
@@ -192,7 +195,8 @@ class ChatSession:
     def _generate(self, history: list[Message], cancel: Optional[threading.Event],
                   sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = ()) -> Iterator[str]:
         sampling = sampling or self.sampling
-        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens), prefix)
+        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens,
+                                                        cancel=cancel), prefix)
         shared = None
         if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
@@ -213,7 +217,8 @@ class ChatSession:
               sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
         """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled).
 
-        sampling: this reply's options (see `options`); default the session's.
+        sampling: this reply's options (see `options`); default the session's. A `cancel` set before the reply
+        starts, while its prompt is fitted, raises Cancelled (agent/chat/prompt.py) and saves nothing.
         """
         if not text.strip():
             raise ValueError("the message is empty")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..agent import Agent
+from ..chat.prompt import Cancelled
 from ..untrusted_text import for_terminal, lone_surrogate, surrogate_problem
 
 HELP = """commands:
@@ -90,17 +91,21 @@ class TerminalChat:
     def _stream(self, start: Callable[[threading.Event], Iterator[str]], session=None,
                 cancel: Optional[threading.Event] = None) -> None:
         """Writes the pieces of `start(cancel)` as `session`'s persona (default this chat's) as they come;
-        Ctrl-C sets `cancel`."""
+        Ctrl-C sets `cancel` (before the reply began: while its prompt was fitted, nothing is kept)."""
         session = session or self.session
         cancel = cancel or threading.Event()
         speech, sink = self._speech(session) if self.voice else (None, None)
         self._write(f"{session.persona.name}: ")
+        began = True
         try:
             with _ctrl_c_cancels(cancel):
-                for piece in start(cancel):
-                    self._write(piece)
-                    if speech:
-                        speech.feed(piece)
+                try:
+                    for piece in start(cancel):
+                        self._write(piece)
+                        if speech:
+                            speech.feed(piece)
+                except Cancelled:
+                    began = False
         except Exception:
             self._write("\n")  # end the reply's line; `answer` says why it stopped
             if speech:
@@ -113,7 +118,9 @@ class TerminalChat:
                 self.err.print(f"[dim]audio: {path}[/dim]", highlight=False)
             for error in stats.errors:
                 self.err.print(f"[yellow]speech failed: {error}[/yellow]", markup=False)
-        if cancel.is_set():
+        if not began:
+            self.err.print("[dim](stopped before the reply began; nothing was kept)[/dim]")
+        elif cancel.is_set():
             self.err.print("[dim](stopped; the partial reply was kept — /retry to regenerate)[/dim]")
 
     def _speech(self, session):
@@ -210,9 +217,12 @@ class TerminalChat:
     def scene_turn(self, text: Optional[str], *, speaker: Optional[str] = None) -> None:
         cancel = threading.Event()
         answered = False
-        for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
-            self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
-            answered = True
+        try:
+            for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
+                self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
+                answered = True
+        except Cancelled:  # Ctrl-C while a line's prompt was fitted (_stream said so): the turn ends
+            return
         if not answered:
             self.err.print(f"[dim](nobody answers on their own with scene.strategy={self.scene.config.strategy}; "
                            f"/next NAME chooses)[/dim]", highlight=False)

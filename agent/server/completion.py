@@ -61,6 +61,18 @@ def _keep_received(session, written: list[Message], received: str) -> None:
         session.drop_last_turn()
 
 
+class Halt(threading.Event):
+    """Stops a reply: set when a stop string was written, and reads as set as soon as `gone` is (the job's
+    cancel: the client went away), so fitting the prompt and decoding stop without waiting for a piece."""
+
+    def __init__(self, gone: threading.Event):
+        super().__init__()
+        self.gone = gone
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.gone.is_set()
+
+
 def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[str]:
     """The reply's pieces; on a saved session, first brings the store in line with a resent conversation."""
     turn = request.turn
@@ -90,7 +102,7 @@ def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completi
 
 
 def _complete(sessions: SessionCache, session, request: ChatRequest, job: Job) -> Completion:
-    halt = threading.Event()  # stops the decoder: the client went away, or a stop string was written
+    halt = Halt(job.cancel)  # stops fitting and decoding: the client went away, or a stop string was written
     stopper = StopCutter(request.stop)
     try:
         for piece in _pieces(session, request, halt):

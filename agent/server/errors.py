@@ -44,8 +44,10 @@ def error_response(error: APIError) -> JSONResponse:
 
 def as_api_error(e: BaseException) -> APIError:
     """Maps what the Agent raises to a status: bad input 400, missing weights 503, an LM engine that is down
-    503 or that answered wrongly 502, anything else 500."""
+    503 or that answered wrongly 502, a full KV cache or a job cancelled by shutdown 503, anything else 500."""
+    from ..chat.prompt import Cancelled
     from ..models.engine import EngineError
+    from ..models.llamacpp import KVFull
     from ..models.packages import MissingWeights
     from ..persona.store import UnknownPersona
 
@@ -57,6 +59,11 @@ def as_api_error(e: BaseException) -> APIError:
         return APIError(e.status, str(e), code="lm_engine_unavailable" if e.status == 503 else "lm_engine_error")
     if isinstance(e, MissingWeights):
         return APIError(503, f"missing weights: {e}", code="missing_weights")
+    if isinstance(e, Cancelled):
+        return APIError(503, f"the request was stopped: {e}", code="cancelled")
+    if isinstance(e, KVFull):
+        return APIError(503, f"the model's memory is full of running replies; retry shortly ({e})",
+                        code="kv_cache_full", headers={"Retry-After": "5"})
     if isinstance(e, ValueError):  # CardError, AudioError, ConfigError, a prompt that can't fit
         return APIError(400, str(e), code="invalid_value")
     log.error("unexpected error", exc_info=e)

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
+from ..chat.prompt import Cancelled  # the client went away (or the server stopped): before its job ran, or mid-fit
+
 PIECE, DONE, ERROR = "piece", "done", "error"
 
 
@@ -25,10 +27,6 @@ class Busy(Exception):
     def __init__(self, retry_after: int):
         super().__init__(f"the model is busy; retry in {retry_after} s")
         self.retry_after = retry_after
-
-
-class Cancelled(Exception):
-    """The client went away (or the server stopped) before the job ran."""
 
 
 class Job:

@@ -8,7 +8,6 @@ is not the stored one continues in a new stored scene.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence
@@ -16,7 +15,7 @@ from typing import Optional, Sequence
 from ..chat.prompt import Message
 from ..chat.scene import Scene, opening_lines
 from ..chat.template import StopCutter
-from .completion import FINISH_REASONS, Completion, stored_last
+from .completion import FINISH_REASONS, Completion, Halt, stored_last
 from .sessions import CHANNEL_PREFIX
 from .jobs import Job
 
@@ -145,7 +144,7 @@ def _complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
         raise ValueError(f"nobody speaks next with scene.strategy={scene.config.strategy}: name the persona in "
                          f"the {SPEAKER_HEADER} header")
     job.info["speaker"] = slug
-    halt = threading.Event()
+    halt = Halt(job.cancel)
     stopper = StopCutter(request.stop)
     member = scene.members[slug]
     sampling = member.options(max_new_tokens=request.max_tokens, temperature=request.temperature,
