@@ -66,8 +66,9 @@ def test_sigterm_during_a_long_reply_stops_the_server_within_seconds_and_keeps_f
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
         done = client.chat.completions.create(model="hale", max_tokens=3, user="kept",
                                               messages=[{"role": "user", "content": "Hi"}])
-        stream = client.chat.completions.create(model="hale", max_tokens=1024, stream=True, user="cut",
+        stream = client.chat.completions.create(model="random:llama", max_tokens=1024, stream=True, user="cut",
                                                 messages=[{"role": "user", "content": "Tell me everything"}])
+        # the plain model (no card): the tiny model's 2048-token context leaves room for a 1024-token reply
         next(iter(stream))  # the long reply is being written
         start = time.monotonic()
         server.send_signal(signal.SIGTERM)

@@ -36,6 +36,8 @@ def new_generator(seed: Optional[int], logits):
 
 def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Sequence[int],
                   generator: Optional[np.random.Generator]) -> int:
+    if options.temperature == 0 and (options.repetition_penalty == 1.0 or not context_ids):
+        return int(np.argmax(logits))  # plain greedy: no copy of the vocabulary's logits
     logits = logits.astype(np.float64, copy=True)
     if options.repetition_penalty != 1.0 and context_ids:
         seen = np.array(sorted(set(context_ids)), dtype=np.int64)

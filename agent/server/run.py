@@ -61,6 +61,9 @@ def _stopping_server(config, *, on_exit):
         def handle_exit(self, sig, frame) -> None:
             on_exit()
             super().handle_exit(sig, frame)
+            # uvicorn raises the signal again once it has shut down, which would end the process before
+            # `serve` saves the KV states; a stop by signal is a normal exit here (code 0)
+            self._captured_signals.clear()
 
     return Server(config)
 
