@@ -51,6 +51,33 @@ def test_embedding_rows_get_a_call_of_their_own():
     assert embedding_step(streams[1:], budget=16) is None
 
 
+def test_the_ram_budget_sends_the_oldest_spills_out_and_a_spill_over_it_alone_too(tmp_path):
+    from agent.generation.spill import SpillStore
+
+    store = SpillStore(tmp_path, "model-a", ram_bytes=100, disk_bytes=1 << 20)
+    _, over = store.hold(1, [1, 2], b"x" * 60)
+    assert over == [] and store.ram_held == 60
+    _, over = store.hold(2, [3], b"y" * 60)
+    assert over == [1]  # the oldest leaves RAM (to disk for a saved session, else dropped)
+    store.let_go(1)
+    _, over = store.hold(3, [4], b"z" * 200)
+    assert over == [2, 3]  # a state larger than the whole budget never stays in RAM
+    nothing = SpillStore(None, "model-a", ram_bytes=0, disk_bytes=0)
+    assert nothing.hold(9, [1], b"q")[1] == [9] and nothing.write("session:1", [1], b"q") is None
+
+
+def test_a_state_file_of_another_model_or_with_other_ids_is_never_restored(tmp_path):
+    from agent.generation.spill import SpillStore
+
+    ours = SpillStore(tmp_path, "model-a", ram_bytes=0, disk_bytes=1 << 20)
+    saved = ours.write("session:3", [5, 6, 7], b"state-bytes")
+    assert ours.find("session:3").ids == (5, 6, 7) and ours.read(saved) == b"state-bytes"
+    assert SpillStore(tmp_path, "model-b", ram_bytes=0, disk_bytes=1 << 20).find("session:3") is None  # other path
+    import dataclasses
+
+    assert ours.read(dataclasses.replace(saved, ids=(5, 6))) is None and not saved.path.exists()
+
+
 # --- real llama.cpp ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_path():

@@ -64,8 +64,8 @@ class SpillStore:
             self._ram[owner] = len(data)
             self._held = sum(self._ram.values())
             over, total = [], self._held
-            for other, size in self._ram.items():
-                if total <= self.ram_bytes or other == owner:
+            for other, size in self._ram.items():  # oldest first; the new one too when it alone is over
+                if total <= self.ram_bytes:
                     break
                 over.append(other)
                 total -= size

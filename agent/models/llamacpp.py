@@ -61,8 +61,9 @@ def _init_backend(llama_cpp) -> None:
 
     @llama_cpp.llama_log_callback
     def quiet(level, text, _user_data):
-        if level == 3:  # GGML_LOG_LEVEL_ERROR
-            log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        message = text.decode("utf-8", "replace").rstrip()
+        if level == 3 and "failed to find a memory slot" not in message:  # GGML_LOG_LEVEL_ERROR; a full cache is
+            log.error("llama.cpp: %s", message)  # not one: the scheduler spills an idle sequence and decodes again
 
     _quiet_log = quiet
     llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
