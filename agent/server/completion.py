@@ -39,6 +39,7 @@ class Completion:
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV cache was reused, not recomputed
     speaker: str = ""  # in a group scene: the slug of the persona that wrote the reply
+    guard: str = ""  # what the guard did (agent/chat/guard.py GuardReport.header), for X-Personae-Guard
 
 
 def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[str]:
@@ -70,6 +71,7 @@ def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completi
     stopper = StopCutter(request.stop)
     try:
         for piece in _pieces(session, request, halt):
+            job.info.setdefault("guard", session.last_guard.header())  # the first piece passed the guard
             job.emit(stopper.feed(piece))
             if stopper.stopped or job.cancel.is_set():
                 halt.set()  # keep draining: the session saves the turn when its stream ends
@@ -81,4 +83,4 @@ def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completi
     stats = session.last_stats
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, guard=session.last_guard.header())

@@ -136,6 +136,7 @@ def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     try:
         reply = next(turns)
         for piece in reply:
+            job.info.setdefault("guard", member.last_guard.header())  # the first piece passed the guard
             job.emit(stopper.feed(piece))
             if stopper.stopped or job.cancel.is_set():
                 halt.set()  # keep draining: the scene saves the line when its stream ends
@@ -148,4 +149,5 @@ def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     stats = member.last_stats
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug,
+                      guard=member.last_guard.header())
