@@ -136,6 +136,18 @@ def test_the_speaker_check_catches_a_line_spoken_as_another_participant():
     assert not check("Captain Mara Vell: I am Mara Vell.")
 
 
+@pytest.mark.parametrize("reply, broken", [
+    ("My name is...Echo.", True),  # seen from the shipped personas in benchmarks/guard.py
+    ("I am a digital nomad named Elara, known for my freedom.", True),
+    ("My name is Captain Grimbold Ironfist.", True),  # the card's own 'Captain' does not make the rest its name
+    ("My name is Captain Mara Vell, and I sail.", False),
+    ("I am the captain of a ship named Red Dragon.", False),
+    ("I sail a ship called the Storm.", False),
+])
+def test_name_claims(reply, broken):
+    assert bool(CharacterCheck(card=CARD, user="User")(reply)) == broken
+
+
 def test_the_callers_cancel_stops_without_another_sample():
     cancel = threading.Event()
     cancel.set()

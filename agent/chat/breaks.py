@@ -21,8 +21,10 @@ _AI = r"(?:ai|a\.i\.|artificial\s+intelligence|(?:large\s+)?language\s+model|llm
       r"machine\s+learning\s+model|neural\s+network)\b"
 _MODELS = r"(?:chat\s?gpt|gpt-?\d\w*|smol\s?lm\w*|claude|gemini|bard|llama\s?\d*|qwen\w*|mistral|copilot)"
 _LABS = r"(?:openai|open\s+ai|hugging\s?face|google|deepmind|meta|anthropic|microsoft|alibaba|mistral)"
-_NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|\s+am)\s+now|[Nn]ame's)\s+([A-Z][\w'-]*)"
-                         r"|\b[Ii](?:'m|’m|\s+am)\s+((?:[A-Z][a-z]+\s){0,2}[A-Z][a-z]+|[A-Z]{2,})(?=\s*[.,!?;:])")
+_NAME = r"((?:[A-Z][\w'-]*\s+){0,2}[A-Z][\w'-]*)"  # up to three capitalised words: "Captain Grimbold Ironfist"
+_NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|’m|\s+am)\s+now|[Nn]ame's)[\s.…,:-]*" + _NAME +
+                         r"|\b[Ii](?:'m|’m|\s+am)\s+((?:[A-Z][a-z]+\s){0,2}[A-Z][a-z]+|[A-Z]{2,})(?=\s*[.,!?;:])"
+                         r"|\b[Ii](?:'m|’m|\s+am)\s+(?:[\w-]+\s+){0,3}?(?:named|called)\s+" + _NAME)
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ RULES = {
                            "writes the user's lines: a line starting '<user>:' (also '**<user>:**', 'The <user>:'), or the "
                            "chat cut the reply because the model began one (a user-line stop string)"),
     "changes_name": Rule(_NAME_CLAIM, False,
-                         "takes another name: 'my name is X', 'call me X', 'I am now X', or 'I'm X Y.' (up to three "
-                         "capitalised words, or an acronym, then punctuation) with a word that appears nowhere in the "
-                         "card's name or description and is no misspelling of the name (difflib ratio < 0.75)"),
+                         "takes another name: 'my name is X' (also 'my name is... X'), 'call me X', 'I am now X', "
+                         "'I am a nomad named X', or 'I'm X Y.' (up to three capitalised words, or an acronym, then "
+                         "punctuation) with a word that appears nowhere in the card's name or description and is no "
+                         "misspelling of the name (difflib ratio < 0.75)"),
     "speaks_as_other": Rule(None, False,
                             "in a group scene, speaks as another participant: a line opening with another member's "
                             "(or a human's) name and a colon ('Hale: ...'), or a name claim ('I am Professor Hale', "
@@ -122,7 +125,7 @@ def _changes_name(reply: str, card: CharacterCard) -> bool:
         return word not in known and word not in NOT_NAMES and \
             all(SequenceMatcher(None, word, name).ratio() < NAME_LIKENESS for name in names)
 
-    return any(any(foreign(w) for w in _words(m.group(1) or m.group(2) or "")) for m in _NAME_CLAIM.finditer(reply))
+    return any(any(foreign(w) for w in _words(next((g for g in m.groups() if g), ""))) for m in _NAME_CLAIM.finditer(reply))
 
 
 _LINE_HEAD = re.compile(r"^\s*[*_\"'\[]*\s*(?:the\s+)?((?:[\w.'-]+\s+){0,3}[\w.'-]+)\s*[*_]*\s*:", re.M)
@@ -133,7 +136,7 @@ def _speaks_as_other(reply: str, own: str, others: Sequence[str]) -> bool:
     name claim holding a word of theirs that the speaker's own name lacks."""
     own_words = set(_words(own))
     heads = [set(_words(m.group(1))) for m in _LINE_HEAD.finditer(reply)]
-    claims = [set(_words(m.group(1) or m.group(2) or "")) for m in _NAME_CLAIM.finditer(reply)]
+    claims = [set(_words(next((g for g in m.groups() if g), ""))) for m in _NAME_CLAIM.finditer(reply)]
     for other in others:
         words = set(_words(other))
         theirs = words - own_words - NOT_NAMES
