@@ -378,8 +378,16 @@ class Agent:
         lore = scene.members[slug].context.report.lore if scene.members[slug].context is not None else None
         return "\n".join([f"[scene: {scene.names[slug]} speaks next ({self.config.scene.strategy}); stop strings "
                           f"{', '.join(repr(s) for s in scene.stops_for(slug)[:6])}...]",
+                          self._guard_line(scene=True),
                           lore.explain() if lore is not None else "[lore: no lorebook]",
                           annotate(prompt, self.chat_backend.tokenizer)])
+
+    def _guard_line(self, scene: bool = False) -> str:
+        """What the guard (agent/chat/guard.py) checks, for `personae prompt`."""
+        from .chat.guard import describe
+
+        chat = self.config.chat
+        return describe(on=chat.guard, retries=chat.guard_retries, hold_tokens=chat.guard_tokens, scene=scene)
 
     def _card_name(self, slug: str) -> str:
         from .persona.store import UnknownPersona
@@ -437,7 +445,7 @@ class Agent:
         first_fit = fit(context.build(history, 1, archive=False, recall=False))
         prompt = fit(context.build(history, first_fit.kept_from, archive=False), first_fit.kept_from)
         report = context.report
-        lines = [report.lore.explain() if report.lore is not None else "[lore: no lorebook]"]
+        lines = [self._guard_line(), report.lore.explain() if report.lore is not None else "[lore: no lorebook]"]
         if report.recalled:
             lines.append("[memory: recalled " + ", ".join(f"#{r.item.id} ({r.score:.2f})" for r in report.recalled) + "]")
         return "\n".join(lines) + "\n" + annotate(prompt, backend.tokenizer)

@@ -93,19 +93,26 @@ class ChatConfig:
     temperature: float = 0.7  # 0 means greedy
     top_p: float = 0.9  # nucleus sampling; 1.0 turns it off
     top_k: int = 50  # 0 turns it off
+    min_p: float = 0.0  # drop tokens less likely than min_p x the likeliest one's probability; 0 turns it off
     repetition_penalty: float = 1.1  # 1.0 turns it off
     seed: Optional[int] = None  # fixes sampling for reproducible replies
     context_tokens: int = 2048  # prompt + reply budget; the model's own limit caps it
     default_persona: str = "mara"  # persona used when none is named
+    guard: bool = True  # check each sentence of a persona's reply with the break rules before it is shown (agent/chat/guard.py, docs/guard.md); the first one is re-sampled when it leaves character, a later one cuts the reply
+    guard_retries: int = 2  # new samples (new seeds) of a first sentence that breaks; when all of them break too, nothing is shown
+    guard_tokens: int = 16  # text held back unchecked at most this many tokens (stream pieces) when no sentence ended sooner: bounds the delay of the first shown token
 
     def __post_init__(self):
+        if self.guard_retries < 0 or self.guard_tokens < 1:
+            raise ConfigError(f"chat.guard_retries must be >= 0 and chat.guard_tokens >= 1, got {self.guard_retries} "
+                              f"and {self.guard_tokens}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"chat.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.context_tokens <= self.max_new_tokens:
             raise ConfigError(
                 f"chat.context_tokens ({self.context_tokens}) must exceed chat.max_new_tokens ({self.max_new_tokens})")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("chat.temperature must be >= 0 and chat.top_p in (0, 1]")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1:
+            raise ConfigError("chat.temperature must be >= 0, chat.top_p in (0, 1] and chat.min_p in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Group scene benchmark: a scripted 20-turn scene with three personas on the embedded default; time to first
-token per turn (when the speaker changes and when it does not) and how often a reply speaks as another participant.
+token per turn (when the speaker changes and when it does not) and how often a reply speaks as another participant,
+with what the guard (agent/chat/guard.py) did to each line.
 
     python3 benchmarks/group_scene.py                        # mara, hale, pixel; 20 turns; llama.cpp
     python3 benchmarks/group_scene.py --turns 6 -s lm.kv_contexts=4 --json /tmp/scene.json
 
 The scene goes to a throwaway database in a temp folder; the model cache is the usual one. Replies are
-greedy. Per-turn lines go to stderr, the table and the summary to stdout.
+greedy unless `-s chat.temperature=...` says otherwise (greedy lines are never re-sampled, only cut). Per-turn lines
+go to stderr, the table and the summary to stdout.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ class Turn:
     cut_at: str  # the other participant's name that ended the reply ("" when none did)
     speaks_as_other: bool  # the kept reply still gives another participant a line ("Name:")
     reply: str
+    guard: str = ""  # what the guard did (X-Personae-Guard's value): "retried=1 rule=speaks_as_other", "off"
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -104,11 +107,11 @@ def run_scene(agent: Agent, slugs: list[str], turns: list[str]) -> list[Turn]:
                 st.stop_string == f"\n{p}" for name in others for p in name_prefixes(name)) else ""
             turn = Turn(text, named[0] if named else "", reply.slug, reply.switched, st.prompt_tokens,
                         st.prefill_tokens, st.time_to_first_token, st.new_tokens, cut,
-                        speaks_as_other(reply.text, others), reply.text)
+                        speaks_as_other(reply.text, others), reply.text, reply.guard.header())
             results.append(turn)
             log(f"turn {i:2d}/{len(turns)}: {reply.slug:6} {'switch' if turn.switched else 'same  '} prompt "
                 f"{st.prompt_tokens:5d}, ran {st.prefill_tokens:5d}, TTFT {st.time_to_first_token:6.3f} s, "
-                f"{st.new_tokens:3d} new{f', cut at {cut}' if cut else ''}")
+                f"{st.new_tokens:3d} new{f', cut at {cut}' if cut else ''}, guard {turn.guard}")
     return results
 
 
@@ -132,6 +135,9 @@ def summary(turns: list[Turn]) -> dict:
         "named_answered_by_named": f"{sum(t.speaker == t.named for t in named)}/{len(named)}",
         "replies_cut_at_another_name": f"{sum(bool(t.cut_at) for t in turns)}/{len(turns)}",
         "replies_still_speaking_as_another": f"{sum(t.speaks_as_other for t in turns)}/{len(turns)}",
+        "guard_resampled": f"{sum(not t.guard.startswith(('retried=0', 'off')) for t in turns)}/{len(turns)}",
+        "guard_cut_or_withheld": f"{sum('action=cut' in t.guard or 'action=withheld' in t.guard for t in turns)}/{len(turns)}",
+        "guard_rules": sorted({r for t in turns for r in t.guard.partition('rule=')[2].split()[:1]}),
     }
 
 

@@ -1,10 +1,10 @@
-"""Spilled vs recomputed sessions: 8 sessions take turns round robin on the embedded default with a KV cache
-too small for all of them (lm.kv_contexts=2), so each returning session has been pushed out of the cache by the
-others. With spilling (the default) its KV state waits in RAM and is restored; with lm.spill_ram_mb=0 (and
+"""Spilled vs recomputed sessions: sessions take turns round robin on the embedded default with a KV cache that
+holds about three of their ~1,300-token prompts (lm.kv_contexts=2, 4,096 cells), so with 4 or more sessions each
+returning session has been pushed out of the cache by the others. With spilling (the default) its KV state waits in RAM and is restored; with lm.spill_ram_mb=0 (and
 unsaved sessions, which have no disk file) it is dropped and the prompt recomputed, as before the scheduler.
 
-    python3 benchmarks/spill.py                 # 8 sessions, 3 rounds, both modes in one run
-    python3 benchmarks/spill.py --sessions 6 --rounds 2 -s lm.threads=1
+    python3 benchmarks/spill.py                 # 4 sessions, 2 rounds, both modes in one run
+    python3 benchmarks/spill.py --sessions 8 --rounds 3 -s lm.threads=1
 
 Prints, per mode, the median and p95 time to first token of the returning turns and the prompt tokens they ran.
 """
@@ -26,7 +26,7 @@ from agent.paths import Home, resolve_home  # noqa: E402
 PERSONAS = ["mara", "hale", "pixel"]
 OPENING = ("I have come a long way to find you, and I have many questions about your life, your work, the people "
            "you trust and the places you have seen. Tell me first, in a few words, who you are and what you are "
-           "doing here today, and then what you fear most when the night comes. ") * 3
+           "doing here today, and then what you fear most when the night comes. ") * 8  # ~1,300-token prompts: 3 fit
 FOLLOW_UPS = ["And what happened next?", "Who else was there with you?", "Would you do it again?",
               "What did you learn from it?"]
 
@@ -68,13 +68,13 @@ def p95(values: list[float]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("-s", "--set", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
     spilled = run(args.set, args.sessions, args.rounds, "spill")
     recomputed = run([*args.set, "lm.spill_ram_mb=0"], args.sessions, args.rounds, "recompute")
-    print(f"{args.sessions} sessions round robin, {args.rounds - 1} returning turns each, lm.kv_contexts=2")
+    print(f"{args.sessions} sessions round robin, {args.rounds - 1} returning turn(s) each, lm.kv_contexts=2")
     print(f"{'mode':<12}{'median TTFT':>13}{'p95 TTFT':>10}{'median ran':>12}{'median prompt':>15}"
           f"{'spills':>8}{'restores':>10}{'recomputes':>12}")
     for label, r in (("spill", spilled), ("recompute", recomputed)):

@@ -34,3 +34,12 @@ def test_top_k_top_p_and_seeds(kind):
                                                                             new_generator(7, logits))]
     assert runs[0] == runs[1]
     assert new_generator(None, logits) is None
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_min_p_drops_tokens_far_below_the_likeliest(kind):
+    logits = LOGITS if kind == "numpy" else torch.from_numpy(LOGITS.copy())
+    # after temperature 1: p/p_max is e^-1 for token 0 and e^-2.5 or less for the rest
+    options = SamplingOptions(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3, repetition_penalty=1.0)
+    generator = new_generator(3, logits)
+    assert set(sample_next(logits, options, [], generator) for _ in range(200)) == {0, 4}

@@ -1,4 +1,5 @@
 """The terminal front-end's loop, driven in-process: commands, streaming and Ctrl-C."""
+import dataclasses
 import io
 import os
 import signal
@@ -38,6 +39,7 @@ def test_ctrl_c_stops_the_reply_not_the_program(tiny_agent):
     chat = TerminalChat(tiny_agent, out=io.StringIO())
     chat.open("mara", resume=False, user_name="Ann")
     session = chat.session
+    session.chat = dataclasses.replace(session.chat, guard_tokens=2)  # the guard hands out text every 2 tokens
     original = session.reply
 
     def reply_then_interrupt(text, cancel=None):

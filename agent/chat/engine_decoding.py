@@ -51,7 +51,7 @@ def completion_body(prompt: str, options: SamplingOptions, stops: Sequence[str])
     """
     penalty = options.repetition_penalty or 1.0
     body = {"prompt": prompt, "max_tokens": options.max_new_tokens, "temperature": options.temperature,
-            "top_p": options.top_p, "top_k": options.top_k or 0, "min_p": 0.0,
+            "top_p": options.top_p, "top_k": options.top_k or 0, "min_p": options.min_p,
             "repeat_penalty": penalty, "repetition_penalty": penalty}  # llama.cpp's name, vLLM's name
     if stops:
         body["stop"] = list(stops)[:MAX_STOPS]

@@ -4,7 +4,8 @@ A killed process loses at most the turn it was writing. Sessions are keyed by id
 persona slug and an optional channel (a Discord channel, an API session id) for front-ends to find them.
 A group scene (agent/chat/scene.py) is a session too: its `persona` is the members' key ("hale+mara"),
 `scenes` marks it, `scene_members` lists who is in it (each with a session of its own for its memory), and
-each message names its `speaker`. Databases from before scenes gain the column when opened.
+each message names its `speaker`. A reply keeps the guard's record (agent/chat/guard.py, JSON) in `guard`.
+Databases from before scenes or the guard gain those columns when opened.
 """
 from __future__ import annotations
 
@@ -55,11 +56,13 @@ CREATE TABLE IF NOT EXISTS session_lore (
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Brings a database written before scenes up to date: messages gain their `speaker`."""
+    """Brings a database written before scenes or the guard up to date: messages gain `speaker` and `guard`."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-    if "speaker" not in columns:
+    for column in ("speaker", "guard"):
+        if column in columns:
+            continue
         try:
-            db.execute("ALTER TABLE messages ADD COLUMN speaker TEXT")
+            db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
         except sqlite3.OperationalError as e:  # another process added it first
             if "duplicate column" not in str(e):
                 raise
@@ -134,14 +137,20 @@ class HistoryStore:
                               (session_id,)).fetchall()
         return [Message(role, content, speaker or "") for role, content, speaker in rows]
 
-    def append_turn(self, session_id: int, user: str, reply: str) -> None:
-        """The user's message and the reply, written together."""
+    def guard_records(self, session_id: int) -> list[str]:
+        """Per message, in order: the guard's JSON record of a reply ('' for the user's lines and unguarded replies)."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT guard FROM messages WHERE session_id = ? ORDER BY id", (session_id,)).fetchall()
+        return [guard or "" for guard, in rows]
+
+    def append_turn(self, session_id: int, user: str, reply: str, *, guard: str = "") -> None:
+        """The user's message and the reply (with the guard's record of it), written together."""
         now = time.time()
         self._write([
             ("INSERT INTO messages (session_id, role, content, created) VALUES (?, 'user', ?, ?)",
              (session_id, user, now)),
-            ("INSERT INTO messages (session_id, role, content, created) VALUES (?, 'assistant', ?, ?)",
-             (session_id, reply, now)),
+            ("INSERT INTO messages (session_id, role, content, created, guard) VALUES (?, 'assistant', ?, ?, ?)",
+             (session_id, reply, now, guard or None)),
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
@@ -161,12 +170,13 @@ class HistoryStore:
                            [(sid, role, text, now) for role, text in rows])
         return int(sid)
 
-    def replace_last_reply(self, session_id: int, reply: str) -> None:
-        """For /retry: the newest assistant message gets the new text."""
+    def replace_last_reply(self, session_id: int, reply: str, *, guard: Optional[str] = None) -> None:
+        """For /retry: the newest assistant message gets the new text (and the guard's record, unless None)."""
         now = time.time()
+        where = "WHERE id = (SELECT MAX(id) FROM messages WHERE session_id = ? AND role = 'assistant')"
         self._write([
-            ("UPDATE messages SET content = ?, created = ? WHERE id = (SELECT MAX(id) FROM messages "
-             "WHERE session_id = ? AND role = 'assistant')", (reply, now, session_id)),
+            ("UPDATE messages SET content = ?, created = ? " + where, (reply, now, session_id)),
+            *([("UPDATE messages SET guard = ? " + where, (guard or None, session_id))] if guard is not None else []),
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
@@ -261,11 +271,13 @@ class HistoryStore:
                              "ORDER BY s.updated DESC, s.id DESC LIMIT 1", (name,)).fetchone()
         return int(row[0]) if row else None
 
-    def append_lines(self, session_id: int, lines: list[Message]) -> None:
-        """Scene lines (each naming its speaker), written together: a human's message and the reply to it."""
+    def append_lines(self, session_id: int, lines: list[Message], *, guard: str = "") -> None:
+        """Scene lines (each naming its speaker), written together: a human's message and the reply to it;
+        guard: the guard's record of the last line, a persona's."""
         now = time.time()
-        self._write([("INSERT INTO messages (session_id, role, content, created, speaker) VALUES (?, ?, ?, ?, ?)",
-                      (session_id, m.role, m.content, now, m.name)) for m in lines]
+        records = [""] * (len(lines) - 1) + [guard]
+        self._write([("INSERT INTO messages (session_id, role, content, created, speaker, guard) VALUES (?, ?, ?, ?, ?, ?)",
+                      (session_id, m.role, m.content, now, m.name, record or None)) for m, record in zip(lines, records)]
                     + [("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))])
 
     def attach_lore(self, session_id: int, lorebook: str) -> None:
@@ -287,10 +299,10 @@ class UnsavedHistory:
     def messages(self, session_id: int) -> list[Message]:
         return []
 
-    def append_turn(self, session_id: int, user: str, reply: str) -> None:
+    def append_turn(self, session_id: int, user: str, reply: str, *, guard: str = "") -> None:
         pass
 
-    def replace_last_reply(self, session_id: int, reply: str) -> None:
+    def replace_last_reply(self, session_id: int, reply: str, *, guard: Optional[str] = None) -> None:
         pass
 
     def remove_last(self, session_id: int, count: int) -> None:
@@ -302,7 +314,7 @@ class UnsavedHistory:
     def session_lore(self, session_id: int) -> list[str]:
         return []
 
-    def append_lines(self, session_id: int, lines: list[Message]) -> None:
+    def append_lines(self, session_id: int, lines: list[Message], *, guard: str = "") -> None:
         pass
 
     def join_scene(self, scene_id: int, slug: str) -> None:

@@ -1,4 +1,4 @@
-"""Picks the next token from logits: repetition penalty, temperature, top-k, top-p (or greedy).
+"""Picks the next token from logits: repetition penalty, temperature, top-k, top-p, min-p (or greedy).
 
 Logits come as torch tensors (transformers) or numpy arrays (llama.cpp); each kind is sampled with its own
 library, so a chat on llama.cpp never imports torch. Greedy picks agree; seeded samples are reproducible
@@ -6,6 +6,7 @@ within one kind (each has its own random generator).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ class SamplingOptions:
     temperature: float = 0.7  # 0 means greedy (argmax)
     top_p: float = 0.9  # keep the smallest set of tokens whose probability reaches top_p
     top_k: int = 50  # keep the k most likely tokens; 0 keeps all
+    min_p: float = 0.0  # drop tokens less likely than min_p x the most likely one's probability; 0 turns it off
     repetition_penalty: float = 1.1  # >1 discourages tokens already in the context; 1 turns it off
     seed: Optional[int] = None  # seeds a private random generator for this reply
     eos_token_ids: tuple[int, ...] = ()  # tokens that end the reply
@@ -59,6 +61,8 @@ def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Seq
         cumulative = np.cumsum(probs / probs.sum())
         drop = np.concatenate([[False], cumulative[:-1] > options.top_p])  # keep the token that crosses top_p
         logits[order[drop]] = -np.inf
+    if options.min_p > 0:  # p < min_p * p_max  <=>  logit < max logit + log(min_p)
+        logits[logits < logits.max() + np.log(options.min_p)] = -np.inf
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     rng = generator if generator is not None else np.random.default_rng()
@@ -92,6 +96,8 @@ def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], ge
         drop[1:] = drop[:-1].clone()  # keep the token that crosses top_p
         drop[0] = False
         logits[order[drop]] = float("-inf")
+    if options.min_p > 0:
+        logits[logits < logits.max() + math.log(options.min_p)] = float("-inf")
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 

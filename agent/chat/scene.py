@@ -19,6 +19,7 @@ from ..config import SCENE_STRATEGIES, SceneConfig
 from ..persona.card import CharacterCard
 from ..persona.macros import substitute
 from .prompt import Message, greeting
+from .guard import OFF
 from .session import ChatSession, name_prefixes
 from .stream import DecodeStats
 
@@ -140,6 +141,7 @@ class SceneReply:
         self.switched = scene.last_persona() not in (None, slug)
         self._pending, self._cancel, self._sampling = pending, cancel, sampling
         self.text, self.done = "", False
+        self.guard = OFF  # what the guard did to this line (agent/chat/guard.py), once it is written
         self._stats: Optional[DecodeStats] = None  # this line's, kept: the speaker's last_stats move on with its next
 
     @property
@@ -155,11 +157,14 @@ class SceneReply:
             return
         lines = self.scene.lines + self._pending
         for piece in self.speaker.speak(self.scene.view(self.slug, lines), prefix=f"{self.name}:",
-                                        stops=self.scene.stops_for(self.slug, lines), cancel=self._cancel,
+                                        stops=self.scene.stops_for(self.slug, lines),
+                                        others=self.scene.others(self.slug, lines), cancel=self._cancel,
                                         sampling=self._sampling):
             yield piece
         self.text, self._stats = self.speaker.last_text, self.speaker.last_stats
-        self.scene.save(self._pending + ([Message("assistant", self.text, self.slug)] if self.text else []))
+        self.guard = self.speaker.last_guard
+        self.scene.save(self._pending + ([Message("assistant", self.text, self.slug)] if self.text else []),
+                        guard=self.guard.record() if self.text else "")
         self.done = True
 
     def finish(self) -> None:
@@ -296,9 +301,10 @@ class Scene:
             self.store.remove_last(self.id, count)
             self.lines = self.lines[:-count]
 
-    def save(self, lines: list[Message]) -> None:
+    def save(self, lines: list[Message], *, guard: str = "") -> None:
+        """Writes `lines` together; guard: the guard's record of the last one, a persona's line."""
         if lines:
-            self.store.append_lines(self.id, lines)
+            self.store.append_lines(self.id, lines, guard=guard)
             self.lines.extend(lines)
 
     # --- each speaker's side ----------------------------------------------------------------------
@@ -330,6 +336,13 @@ class Scene:
             else:
                 out.append(Message("user", f"{self._who(line)}: {line.content}"))
         return out
+
+    def others(self, slug: str, lines: Optional[Sequence[Message]] = None) -> list[str]:
+        """The names of everyone in the scene but `slug`: whoever else spoke, the members and the humans."""
+        lines = self.lines if lines is None else lines
+        members = [name for other, name in self.names.items() if other != slug]
+        return list(dict.fromkeys(members + [s.persona.name for other, s in self.members.items() if other != slug]
+                                  + self.humans(lines)))
 
     def stops_for(self, slug: str, lines: Optional[Sequence[Message]] = None) -> list[str]:
         """'\\nName:' for every other participant (and the parts of their names), so `slug` never writes

@@ -13,6 +13,7 @@ from typing import Iterator, Optional, Sequence
 from ..config import ChatConfig
 from ..persona.card import CharacterCard
 from ..persona.store import Persona
+from .guard import OFF, CharacterCheck, GuardedReply, GuardReport
 from .stream import DecodeStats, common_prefix_length
 from .history import HistoryStore, UnsavedHistory
 from .prefix import PrefixCache
@@ -75,10 +76,11 @@ class ChatSession:
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
+        self.last_guard: GuardReport = OFF  # what the guard did to the newest reply (live while it streams)
         self._last_text = ""
         self.sampling = SamplingOptions(
             max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
-            top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
+            top_k=chat.top_k, min_p=chat.min_p, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
             eos_token_ids=backend.stop_token_ids)  # the defaults; `reply(sampling=)` overrides them per turn
         self.stops = with_turn_markers(stop_strings(persona.card, user_name) if persona else [], self.tokenizer)
 
@@ -192,8 +194,34 @@ class ChatSession:
         ids = list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"])
         return dataclasses.replace(prompt, text=prompt.text + prefix, ids=prompt.ids + ids)
 
+    @property
+    def guarded(self) -> bool:
+        """Whether replies pass the guard (agent/chat/guard.py): chat.guard is on and there is a character to keep."""
+        return self.chat.guard and self.persona is not None
+
+    def _guard_check(self, history: list[Message], prompt: Prompt, others: Sequence[str]) -> CharacterCheck:
+        turn = history[-1].content if history and history[-1].role == "user" else ""
+        system = prompt.messages[0]["content"] if prompt.messages and prompt.messages[0]["role"] == "system" else ""
+        return CharacterCheck(card=self.persona.card, user=self.user_name, user_turn=turn, system_text=system,
+                              others=tuple(others))
+
+    def _stream(self, history: list[Message], prompt: Prompt, sampling: SamplingOptions, stops: list[str],
+                cancel: Optional[threading.Event], others: Sequence[str]):
+        """The reply stream: through the guard when `guarded` (`last_guard` is its report, live while it runs)."""
+        def start(options: SamplingOptions, halt: Optional[threading.Event]):
+            return self.backend.stream(self.decoder, prompt, options, stops, halt)
+
+        if not self.guarded:
+            self.last_guard = OFF
+            return start(sampling, cancel)
+        guarded = GuardedReply(start, sampling, self._guard_check(history, prompt, others),
+                               retries=self.chat.guard_retries, hold_tokens=self.chat.guard_tokens, cancel=cancel)
+        self.last_guard = guarded.report
+        return guarded
+
     def _generate(self, history: list[Message], cancel: Optional[threading.Event],
-                  sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = ()) -> Iterator[str]:
+                  sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = (),
+                  others: Sequence[str] = ()) -> Iterator[str]:
         sampling = sampling or self.sampling
         prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens,
                                                         cancel=cancel), prefix)
@@ -202,7 +230,7 @@ class ChatSession:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.key, shared):
                 shared = None  # adopted: nothing to remember
-        stream = self.backend.stream(self.decoder, prompt, sampling, [*self.stops, *stops], cancel)
+        stream = self._stream(history, prompt, sampling, [*self.stops, *stops], cancel, others)
         text = ""
         name = "" if self.persona is None else self.persona.card.name  # "": only leading whitespace goes
         for piece in _strip_name_prefix(iter(stream), name):
@@ -224,16 +252,17 @@ class ChatSession:
             raise ValueError("the message is empty")
         history = self.messages + [Message("user", text)]
         yield from self._generate(history, cancel, sampling)
-        self.store.append_turn(self.id, text, self._last_text)
+        self.store.append_turn(self.id, text, self._last_text, guard=self.last_guard.record())
         self.messages = history + [Message("assistant", self._last_text)]
 
-    def speak(self, view: list[Message], *, prefix: str, stops: Sequence[str] = (),
+    def speak(self, view: list[Message], *, prefix: str, stops: Sequence[str] = (), others: Sequence[str] = (),
               cancel: Optional[threading.Event] = None, sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
         """Streams the persona's next line after `view`, a group scene seen from its side (agent/chat/scene.py):
         the reply opens with `prefix` (its name), is cut at `stops` (the other participants' names starting a
-        line), and nothing is stored here: the scene saves the line. `last_text` is the line once it ends."""
+        line), the guard drops lines spoken as one of `others` (the other participants' names), and nothing
+        is stored here: the scene saves the line. `last_text` is the line once it ends."""
         self.replace_history(view)
-        yield from self._generate(view, cancel, sampling, prefix=prefix, stops=stops)
+        yield from self._generate(view, cancel, sampling, prefix=prefix, stops=stops, others=others)
         self.messages = view + [Message("assistant", f"{prefix} {self._last_text}".strip())]
 
     @property
@@ -253,13 +282,14 @@ class ChatSession:
             raise ValueError("there is no reply to retry yet")
         history = self.messages[:-1]
         yield from self._generate(history, cancel, sampling)
-        self.correct_last_reply(self._last_text)
+        self.correct_last_reply(self._last_text, guard=self.last_guard.record())
 
-    def correct_last_reply(self, text: str) -> None:
-        """The last reply becomes `text`, in memory and in the store (a client's stop string cut it shorter)."""
+    def correct_last_reply(self, text: str, *, guard: Optional[str] = None) -> None:
+        """The last reply becomes `text`, in memory and in the store (a client's stop string cut it shorter);
+        guard: the guard's record of a regenerated reply (None keeps the stored one)."""
         if not self.messages or self.messages[-1].role != "assistant":
             raise ValueError("the conversation does not end with a reply")
-        self.store.replace_last_reply(self.id, text)
+        self.store.replace_last_reply(self.id, text, guard=guard)
         self.messages = self.messages[:-1] + [Message("assistant", text)]
 
     def drop_last_turn(self) -> None:

@@ -118,6 +118,9 @@ class TerminalChat:
                 self.err.print(f"[dim]audio: {path}[/dim]", highlight=False)
             for error in stats.errors:
                 self.err.print(f"[yellow]speech failed: {error}[/yellow]", markup=False)
+        note = session.last_guard.note()  # what the guard did: a dropped sample, a cut, a greedy reply kept
+        if note:
+            self.err.print(f"({note})", style="dim", markup=False, highlight=False)
         if not began:
             self.err.print("[dim](stopped before the reply began; nothing was kept)[/dim]")
         elif cancel.is_set():

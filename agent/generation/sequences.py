@@ -205,16 +205,14 @@ class SequenceTable:
 
     def copy(self, source: Sequence, target: Sequence, length: int) -> None:
         """`target` holds the first `length` ids of `source`, sharing their cells (both made resident)."""
+        busy = source.busy, target.busy  # either may be running work: restore, never clear, their flags
         target.busy = True
         try:
             self.resident(source)
             source.busy = True
-            try:
-                self.resident(target)
-            finally:
-                source.busy = False
+            self.resident(target)
         finally:
-            target.busy = False
+            source.busy, target.busy = busy
         length = min(length, len(source.ids))
         self.model.seq_rm(target.seq_id)
         self.model.seq_cp(source.seq_id, target.seq_id, 0, length)

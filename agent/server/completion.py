@@ -44,6 +44,7 @@ class Completion:
     # run as a job when the client went away: the stored reply becomes the text it received ("": the
     # message and its reply go); None: nothing was stored (a stateless request)
     keep_received: Optional[Callable[[str], None]] = field(default=None, repr=False, compare=False)
+    guard: str = ""  # what the guard did (agent/chat/guard.py GuardReport.header), for X-Personae-Guard
 
 
 def stored_last(store, session_id: int, written: Sequence[Message]) -> bool:
@@ -106,6 +107,7 @@ def _complete(sessions: SessionCache, session, request: ChatRequest, job: Job) -
     stopper = StopCutter(request.stop)
     try:
         for piece in _pieces(session, request, halt):
+            job.info.setdefault("guard", session.last_guard.header())  # the first piece passed the guard
             job.emit(stopper.feed(piece))
             if stopper.stopped or job.cancel.is_set():
                 halt.set()  # keep draining: the session saves the turn when its stream ends
@@ -119,4 +121,5 @@ def _complete(sessions: SessionCache, session, request: ChatRequest, job: Job) -
     keep = sessions.under(key, partial(_keep_received, session, session.messages[-2:])) if session.saved else None
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, keep_received=keep)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, keep_received=keep,
+                      guard=session.last_guard.header())

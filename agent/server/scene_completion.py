@@ -154,6 +154,7 @@ def _complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     try:
         reply = next(turns)
         for piece in reply:
+            job.info.setdefault("guard", member.last_guard.header())  # the first piece passed the guard
             job.emit(stopper.feed(piece))
             if stopper.stopped or job.cancel.is_set():
                 halt.set()  # keep draining: the scene saves the line when its stream ends
@@ -169,4 +170,5 @@ def _complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
                           partial(_keep_received, scene, written)) if request.session_id is not None and written else None
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug, keep_received=keep)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug, keep_received=keep,
+                      guard=member.last_guard.header())

@@ -4,7 +4,9 @@ server-sent chunks or comes whole.
 The request is checked against the caps here, read into a `ChatRequest`, and run by `complete` on the
 job runner (decoding batched with other requests); a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
 `X-Personae-Card` says whose card the prompt holds: `personae` (the persona's, added by personae), `client`
-(the client's system text held it, so personae added none) or `none` (the plain model).
+(the client's system text held it, so personae added none) or `none` (the plain model). `X-Personae-Guard` says
+what the guard did (agent/chat/guard.py): `retried=1 rule=changes_name`, `off`; a streamed response's says
+what was known when its first text passed the guard, before the response head.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...chat.guard import HEADER as GUARD_HEADER
 from ..card_guard import holds_card
 from ..completion import ChatRequest, Completion, complete
 from ..conversation import named_text, read_turn
@@ -191,6 +194,8 @@ async def _answer(body: ChatCompletionRequest, request: Request, state, run, hea
             done = await run_job(request, state.jobs, run)
             if done.speaker:
                 headers = {**headers, SPEAKER_HEADER: done.speaker}
+            if done.guard:
+                headers = {**headers, GUARD_HEADER: done.guard}
             return JSONResponse(_response(ident, body.model, created, done), headers=headers)
         job = submit(state.jobs, run)
         first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status
@@ -201,5 +206,7 @@ async def _answer(body: ChatCompletionRequest, request: Request, state, run, hea
         raise as_api_error(first[1])
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     speaker = {SPEAKER_HEADER: job.info["speaker"]} if "speaker" in job.info else {}
+    guard = job.info.get("guard") or (first[1].guard if first[0] == DONE else "")
     return StreamingResponse(_chunks(state.jobs, job, first, ident, body.model, created, include_usage),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers, **speaker})
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers, **speaker,
+                                                                      **({GUARD_HEADER: guard} if guard else {})})
