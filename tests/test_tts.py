@@ -6,7 +6,6 @@ tiny randomly initialised VITS is built from its config, saved as a model folder
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -234,16 +233,16 @@ def test_a_coqui_folder_without_a_checkpoint_is_refused(tmp_path):
     ("tts_models/en/ljspeech/vits", "tts/tts_models--en--ljspeech--vits"),
     ("tts_models/multilingual/multi-dataset/xtts_v2", "hub/models--tts-hub--XTTS-v2"),
 ])
-def test_a_missing_coqui_model_fails_fast_saying_where_it_looked(tmp_path, monkeypatch, name, looked_in):
+def test_a_missing_coqui_model_fails_fast_saying_where_it_looked(tmp_path, monkeypatch, network_attempts, name,
+                                                                 looked_in):
     pytest.importorskip("huggingface_hub")
     from huggingface_hub import constants
 
     monkeypatch.setenv("TTS_HOME", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    start = time.perf_counter()
     with pytest.raises(MissingWeights) as caught:
         load_synthesizer(VoiceSettings(engine="coqui", voice=name))
-    assert time.perf_counter() - start < 2.0
+    assert network_attempts == []  # personae never downloads
     message = str(caught.value)
     assert str(tmp_path / looked_in) in message and "never downloads" in message and name in message
 
