@@ -63,10 +63,10 @@ def editable_here() -> list[str]:
         url = json.loads(metadata.distribution("personae").read_text("direct_url.json") or "{}")
     except metadata.PackageNotFoundError:
         return []  # said by unmet("personae")
-    source = Path(unquote(urlparse(url.get("url", "")).path))
-    if url.get("dir_info", {}).get("editable") and source.resolve() == CHECKOUT:
+    source = Path(unquote(urlparse(url["url"]).path)) if url.get("url") else None
+    if source is not None and url.get("dir_info", {}).get("editable") and source.resolve() == CHECKOUT:
         return []
-    return [f"personae is installed from {source or 'a wheel'}, not editable from {CHECKOUT}"]
+    return [f"personae is installed from {source or 'a package index'}, not editable from {CHECKOUT}"]
 
 
 def main(pins: list[str]) -> int:
