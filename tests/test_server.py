@@ -169,7 +169,7 @@ def stored(agent, session_id: str, slug: str = "tess") -> list[tuple[str, str]]:
     return [] if sid is None else [(m.role, m.content) for m in agent.history.messages(sid)]
 
 
-def stored_once_settled(agent, session_id: str, expected: list, seconds: float = 5.0) -> list[tuple[str, str]]:
+def stored_once_settled(agent, session_id: str, expected: list, seconds: float = 60.0) -> list[tuple[str, str]]:
     """What the session stores, read again until it is `expected` or `seconds` pass (a cut of a reply its
     client left lands shortly after the request's own job)."""
     deadline = time.monotonic() + seconds
