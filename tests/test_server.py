@@ -69,14 +69,15 @@ def health(url: str) -> dict:
     return httpx.get(url + "/health").json()
 
 
-def wait_for(condition, seconds: float = 60.0) -> None:
-    """Polls until `condition()` is true. The limit only catches a hang: on a busy shared machine a step
-    that takes milliseconds can take seconds, so no test asserts how long it took."""
+def wait_for(condition, seconds: float = 60.0) -> float:
+    """Polls until `condition()` is true; returns the seconds it took. The default limit only catches a hang:
+    on a busy shared machine a step that takes milliseconds can take seconds."""
     start = time.perf_counter()
     while not condition():
         if time.perf_counter() - start > seconds:
             raise AssertionError(f"not true within {seconds} s")
         time.sleep(0.02)
+    return time.perf_counter() - start
 
 
 # --- models and chat ---------------------------------------------------------------------------------
