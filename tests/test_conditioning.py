@@ -12,9 +12,8 @@ from conftest import TINY_CONFIG
 
 
 @pytest.fixture()
-def soft_agent(tmp_path, tiny_llama):
+def soft_agent(tmp_path, tiny_llama, one_thread):
     """An agent on the tiny config with a (random, gates opened) adapter and conditioning=soft."""
-    torch.set_num_threads(1)
     probe = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
     dims = probe.persona_encoder().dims
     fusion = build_fusion(FusionConfig(k=4, width=32, depth=1, heads=2), dims, 64, embedding_norm(tiny_llama.model))

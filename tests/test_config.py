@@ -63,10 +63,8 @@ def test_missing_file_and_invalid_yaml(tmp_path):
         load_config(bad)
 
 
-def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatch):
-    """configs/gpu.yaml names weights that are not on this machine: each loader says so within seconds."""
-    import time
-
+def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatch, network_attempts):
+    """configs/gpu.yaml names weights that are not on this machine: each loader says so without a download."""
     from agent.models.clip import load_clip
     from agent.models.lm import load_lm
     from agent.models.packages import MissingWeights
@@ -85,10 +83,9 @@ def test_gpu_config_loaders_fail_fast_without_their_weights(tmp_path, monkeypatc
         "tts": lambda: load_synthesizer(voice_settings(config.tts)),
     }
     for name, attempt in attempts.items():
-        start = time.perf_counter()
         with pytest.raises(MissingWeights) as e:
             attempt()
-        assert time.perf_counter() - start < 10, name
+        assert network_attempts == [], name
         assert len(str(e.value)) > 30, name
 
 

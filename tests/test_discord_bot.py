@@ -28,7 +28,10 @@ BOT, ALICE, OTHER_BOT, GUILD, TEXT, THREAD, DM = 900, 100, 901, 1, 10, 11, 12
 def one_thread():
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)  # the tests that run next get the count they would get alone
 
 
 def msg(text="hello", channel=TEXT, **flags) -> Incoming:

@@ -59,9 +59,8 @@ def fake_embed(texts):
 
 
 @pytest.fixture()
-def setup(tmp_path, tiny_llama):
+def setup(tmp_path, tiny_llama, one_thread):
     """(agent, eval config) on the tiny config: attention and weighted adapters (random, gates open), tiny data."""
-    torch.set_num_threads(1)
     agent = Agent(load_config(TINY_CONFIG), home=tmp_path / "home", lm=tiny_llama)
     dims = agent.persona_encoder().dims
     paths = {}
@@ -151,8 +150,7 @@ def test_identification_credit_splits_ties():
 
 
 @pytest.mark.slow
-def test_own_card_makes_a_line_copying_its_description_most_likely(tmp_path, smollm2):
-    torch.set_num_threads(1)
+def test_own_card_makes_a_line_copying_its_description_most_likely(tmp_path, smollm2, one_thread):
     data = load_eval_data(write_data(tmp_path / "data", lines_per_persona=1))
     result = identification(smollm2, Conditioning("card", MODES["card"]), data.personas, data.references, user="User")
     assert result["identification_accuracy"] == 1.0

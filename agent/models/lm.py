@@ -7,6 +7,7 @@ well under a second. The llama.cpp backend chats on the GGUF itself and never ca
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ import torch
 
 from ..atomic import staging_folder
 from .gguf import gguf_key, read_gguf
-from .packages import MissingWeights, is_package_ref, resolve_package_ref
+from .packages import MissingWeights, hub_offline, is_package_ref, resolve_package_ref
 
 RANDOM_SCHEME = "random:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,8 +103,9 @@ def _load_hub_id(ref: str, dtype: torch.dtype, device: str, allow_download: bool
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=not allow_download)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, local_files_only=not allow_download)
+        with hub_offline() if not allow_download else contextlib.nullcontext():
+            tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=not allow_download)
+            model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, local_files_only=not allow_download)
     except (OSError, ValueError) as e:
         how = ("download it on a machine with internet (`hf download " + ref + "`) and pass its folder, "
                "or set lm.allow_download=true")

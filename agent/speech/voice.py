@@ -37,6 +37,7 @@ class VoiceSettings:
     voice: str = TTSConfig.voice  # Piper: .onnx file or pkg: ref; Coqui: model name or local model folder
     length_scale: float = 1.0  # speaking time: > 1 slower, < 1 faster (Piper/VITS phoneme durations, XTTS speed)
     noise_scale: Optional[float] = None  # VITS generator noise (liveliness); None keeps the voice's own
+    noise_w_scale: Optional[float] = None  # Piper only: phoneme-length noise (rhythm); None keeps the voice's own
     pitch_semitones: float = 0.0  # shifts the pitch after synthesis, keeping the duration; 0 leaves it alone
     speaker_wav: Optional[Path] = None  # reference audio for voice-cloning models (the persona's voice sample)
     read_actions: bool = False  # speak *action text* too, rather than dropping it
@@ -48,6 +49,8 @@ class VoiceSettings:
             raise ConfigError(f"length_scale must be in [0.1, 10], got {self.length_scale}")
         if self.noise_scale is not None and not 0 <= self.noise_scale <= 2:
             raise ConfigError(f"noise_scale must be in [0, 2], got {self.noise_scale}")
+        if self.noise_w_scale is not None and not 0 <= self.noise_w_scale <= 2:
+            raise ConfigError(f"noise_w_scale must be in [0, 2], got {self.noise_w_scale}")
         if abs(self.pitch_semitones) > MAX_PITCH_SEMITONES:
             raise ConfigError(f"pitch_semitones must be within ±{MAX_PITCH_SEMITONES:g}, got {self.pitch_semitones}")
 
