@@ -28,8 +28,11 @@ def load_settings(**overrides) -> ServerSettings:
         raise ConfigError(f"server settings: {problems}") from None
 
 
-def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> None:
-    """Runs the server until Ctrl-C. Refuses a non-loopback address without PERSONAE_API_KEY."""
+def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None, open_page: bool = False) -> None:
+    """Runs the server until Ctrl-C. Refuses a non-loopback address without PERSONAE_API_KEY.
+
+    open_page: opens the web chat (/) in the system's browser once the server answers.
+    """
     import uvicorn
 
     settings = load_settings(host=host, port=port)
@@ -39,7 +42,29 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> N
     where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
     keyed = bool(settings.api_key and settings.api_key.get_secret_value())
     log.info("serving %s as models at %s (%s)", names, where, "API key required" if keyed else "no API key")
-    uvicorn.run(create_app(agent, settings), host=settings.host, port=settings.port, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(create_app(agent, settings), host=settings.host, port=settings.port,
+                                           log_level="info"))
+    if open_page:
+        threading.Thread(target=_open_when_up, args=(server,), name="personae-open", daemon=True).start()
+    log.info("the web chat is at / on the same address (personae serve --open opens it)")
+    server.run()
+
+
+def _open_when_up(server, timeout: float = 60) -> None:
+    """Opens the page in a browser (`webbrowser`) once uvicorn has bound its socket."""
+    import webbrowser
+
+    deadline = time.monotonic() + timeout
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not server.started:
+        return
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    log.info("opening %s in a browser", url)
+    if not webbrowser.open(url):
+        log.warning("no browser could be opened; visit %s", url)
 
 
 @contextmanager
