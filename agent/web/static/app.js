@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const CURRENT_ITEM = "personae.current"; // the open chat {sid, model}, so a reload resumes it
 const VIEWS = ["gallery", "sessions", "create", "chat"];
 const CREATE_SECONDS = 120;
+const CALL_MAX_TOKENS = 60; // a spoken answer to push-to-talk stays short: a call, not a letter
 
 const state = { personas: [], portraits: new Map(), chat: null, picked: new Set() };
 window.personaeCsp = []; // CSP violations seen by this page (the tests read it; it should stay empty)
@@ -57,7 +58,7 @@ function portraitUrl(slug) {
 
 function portrait(slug, small = false) {
   const img = el("img", { className: small ? "portrait small" : "portrait", alt: `Portrait of ${persona(slug).name}` });
-  portraitUrl(slug).then((url) => { if (url) img.src = url; });
+  portraitUrl(slug).then((url) => { img.src = url || "/web/icon.svg"; }); // no portrait: a silhouette
   return img;
 }
 
@@ -96,6 +97,8 @@ async function openChat(slugs, sid = null) {
   state.chat = chat;
   localStorage.setItem(CURRENT_ITEM, JSON.stringify({ sid: chat.sid, model: chat.model }));
   show("chat");
+  $("messages").replaceChildren(); // not the previous chat's lines while this one loads
+  $("greeting-picker").hidden = true;
   $("chat-title").textContent = slugs.map((s) => persona(s).name).join(", ");
   $("chat-portraits").replaceChildren(...slugs.map((s) => portrait(s, true)));
   $("export-button").disabled = scene;
@@ -130,6 +133,7 @@ function messageNode(m, last) {
   const user = m.role === "user";
   const text = el("div", { className: "text" });
   renderRich(text, shownText(m));
+  if (m.pieces) text.dataset.pieces = String(m.pieces);
   const who = user ? "You" : persona(speakerOf(m)).name;
   const bubble = el("div", { className: "bubble" }, el("div", { className: "speaker", textContent: who }), text);
   if (!user && m.audio) bubble.append(m.audio);
@@ -215,7 +219,7 @@ function regenerate() {
 
 // Streams one reply after the conversation (into `target`, as a new alternative, when regenerating).
 // Returns timings: {firstToken, done} in performance.now() ms.
-async function runReply(target = null, { voice = $("auto-voice").checked, onFirstAudio } = {}) {
+async function runReply(target = null, { voice = $("auto-voice").checked, onFirstAudio, maxTokens } = {}) {
   const chat = state.chat;
   if (chat.busy) return null;
   const history = target ? chat.messages.slice(0, chat.messages.indexOf(target)) : chat.messages.slice();
@@ -224,7 +228,7 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
   const m = target || { role: "assistant", content: "", name: chat.scene ? "" : chat.slugs[0] };
   if (!target) chat.messages.push(m);
   if (m.alts) { m.alts.push(""); m.pick = m.alts.length - 1; }
-  m.streaming = true; m.audio = null;
+  m.streaming = true; m.audio = null; m.pieces = 0;
   const setText = (t) => { if (m.alts) m.alts[m.pick] = t; m.content = t; };
   setText("");
   chat.busy = true;
@@ -236,7 +240,8 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
   const times = { started, firstToken: null, done: null };
   let spoken = null;
   try {
-    await streamChat({ model: chat.model, messages: requestMessages(history) }, {
+    const body = { model: chat.model, messages: requestMessages(history), ...(maxTokens ? { max_tokens: maxTokens } : {}) };
+    await streamChat(body, {
       sessionId: chat.sid, signal: chat.controller.signal,
       onStart: (response) => {
         const speaker = response.headers.get("X-Personae-Speaker");
@@ -248,7 +253,8 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
         if (times.firstToken === null) { times.firstToken = performance.now(); debug("first token", ms(times.firstToken - started)); }
         setText(text);
         renderRich(m.textNode, text);
-        m.textNode.dataset.pieces = String(Number(m.textNode.dataset.pieces || 0) + 1);
+        m.pieces = (m.pieces || 0) + 1;
+        m.textNode.dataset.pieces = String(m.pieces); // how many pieces the reply came in (the tests read it)
         if (spoken) spoken.feed(text);
       },
     });
@@ -259,17 +265,18 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
         if (m.alts) { m.alts.pop(); m.pick = m.alts.length - 1; m.content = m.alts[m.pick]; } else chat.messages.pop();
       }
     }
-  } finally {
-    times.done = performance.now();
-    debug("reply", ms(times.done - started));
-    setText(shownText(m).trim());
-    m.streaming = false;
-    chat.busy = false;
-    $("stop-button").hidden = true;
-    $("send-button").disabled = false;
   }
+  times.done = performance.now();
+  debug("reply", ms(times.done - started));
+  setText(shownText(m).trim());
+  m.streaming = false;
   if (spoken) spoken.finish(shownText(m));
-  if (chat.scene && firstTurn && state.chat === chat) await refreshFromServer(chat); // the scene's opening lines
+  try {
+    if (chat.scene && firstTurn && state.chat === chat) await refreshFromServer(chat); // the scene's opening lines
+  } catch (e) { showError(e); }
+  chat.busy = false;
+  $("stop-button").hidden = true;
+  $("send-button").disabled = false;
   if (state.chat === chat) render();
   return times;
 }
@@ -328,7 +335,7 @@ async function talkStop() {
     state.chat.messages.push({ role: "user", content: text.trim() });
     render();
     const times = await runReply(null, {
-      voice: true,
+      voice: true, maxTokens: CALL_MAX_TOKENS,
       onFirstAudio: () => {
         const total = performance.now() - released;
         debug("push-to-talk: release to first audio", ms(total));
@@ -520,6 +527,7 @@ async function start() {
     if (current && current.sid && current.model) await openChat(current.model.split("+"), current.sid);
     else show("gallery");
   } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) localStorage.removeItem(CURRENT_ITEM); // e.g. a deleted persona
     show("gallery");
     showError(e);
   }
