@@ -37,13 +37,15 @@ def missing() -> Optional[str]:
 
 
 @contextmanager
-def personae_serve(config: str, home: Path, *, env: Optional[dict] = None, timeout: float = 240) -> Iterator[str]:
-    """`personae serve -c config --port 0` from this checkout; yields its base URL, stops it (Ctrl-C) at the end."""
+def personae_serve(config: str, home: Path, *, env: Optional[dict] = None, args: tuple = (),
+                   timeout: float = 240) -> Iterator[str]:
+    """`personae serve -c config --port 0 [args]` from this checkout; yields its base URL, stops it (Ctrl-C) at the
+    end."""
     log = home.parent / f"{home.name}-serve.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-m", "agent", "serve", "-c", config, "--port", "0",
-                                   "--home", str(home)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                   "--home", str(home), *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                   env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     try:
         deadline, url = time.monotonic() + timeout, None
@@ -124,7 +126,17 @@ def open_chat(driver, slug: str) -> None:
     wait_for(driver, lambda d: d.find_element(By.ID, "chat").is_displayed())
 
 
-def push_to_talk(driver, hold_s: float, timeout: float = 120) -> float:
+def warm_up(url: str, wav: bytes, persona: str = "mara") -> None:
+    """One transcription and one spoken line, so loading Whisper (converted on a new home's first use) and the
+    voice is not counted as push-to-talk time."""
+    import httpx
+
+    httpx.post(url + "/v1/audio/transcriptions", files={"file": ("warm.wav", wav)}, timeout=600).raise_for_status()
+    httpx.post(url + "/v1/audio/speech", json={"model": persona, "input": "Aye.", "response_format": "wav"},
+               timeout=600).raise_for_status()
+
+
+def push_to_talk(driver, hold_s: float, timeout: float = 300) -> float:
     """Holds the talk button for `hold_s` seconds, releases it, and waits for the answer's first audio;
     returns the release-to-first-audio time in ms that the page measured (and shows in its debug panel)."""
     from selenium.webdriver.common.action_chains import ActionChains
