@@ -72,3 +72,19 @@ def test_saved_sessions_are_listed_and_read_back(url):
     assert lines[-2]["content"] == "Ahoy" and lines[-1]["name"] == answer.json()["choices"][0]["message"]["name"]
     none = httpx.get(url + "/v1/sessions/nobody/messages", params={"model": "mara"}, headers=AUTH).json()
     assert none["data"] == []
+
+
+def test_serve_open_opens_the_page_once_the_server_is_up(monkeypatch):
+    import socket
+    import webbrowser
+    from types import SimpleNamespace
+
+    from agent.server.run import _open_when_up
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        server = SimpleNamespace(started=True, servers=[SimpleNamespace(sockets=[sock])])
+        _open_when_up(server)
+        assert opened == [f"http://127.0.0.1:{sock.getsockname()[1]}/"]

@@ -47,7 +47,10 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None, open
     if open_page:
         threading.Thread(target=_open_when_up, args=(server,), name="personae-open", daemon=True).start()
     log.info("the web chat is at / on the same address (personae serve --open opens it)")
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; uvicorn.run swallows it the same way
+        pass
 
 
 def _open_when_up(server, timeout: float = 60) -> None:
