@@ -140,6 +140,9 @@ export async function transcribe(blob) {
   const ext = (blob.type.split("/")[1] || "webm").split(";")[0];
   form.append("file", blob, `speech.${ext}`);
   form.append("model", "whisper-1");
+  // The browser's language, so Whisper skips detecting it (a second pass over the audio, about as long as the first).
+  const language = (navigator.language || "").split("-")[0].toLowerCase();
+  if (/^[a-z]{2}$/.test(language)) form.append("language", language);
   return (await (await request("/v1/audio/transcriptions", { method: "POST", form })).json()).text;
 }
 
