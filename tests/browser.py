@@ -85,9 +85,12 @@ def start_browser(*, fake_audio: Optional[Path] = None, width: int = 1100, heigh
 
 def wait_for(driver, condition, timeout: float = 60, message: str = ""):
     """Polls `condition(driver)` until it is truthy; returns its value."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition, message)
+    # a re-render may replace what the condition was reading: try again
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored).until(condition, message)
 
 
 def open_page(driver, url: str, key: Optional[str]) -> None:

@@ -222,9 +222,10 @@ def test_a_hostile_card_renders_as_inert_text(driver, tmp_path, server):
     path = tmp_path / '<img src=x onerror="window.__pwned=1">.json'
     path.write_text(json.dumps(HOSTILE))
     driver.find_element(By.ID, "import-file").send_keys(str(path))
-    item = wait_for(driver, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "li.persona")
-                                       if "Evil" in e.text], 30, driver.find_element(By.ID, "errors").text)[0]
-    item.find_element(By.CSS_SELECTOR, "button.open").click()
+    slug = wait_for(driver, lambda d: d.execute_script(
+        "return [...document.querySelectorAll('li.persona')].filter(e => e.textContent.includes('Evil'))"
+        ".map(e => e.dataset.slug)[0]"), 30, driver.find_element(By.ID, "errors").text)
+    click(driver, f'li.persona[data-slug="{slug}"] button.open')
     wait_for(driver, lambda d: d.find_element(By.ID, "chat").is_displayed() and texts(d))
     assert driver.find_element(By.ID, "chat-title").text == HOSTILE["data"]["name"]
     assert "<script>alert(1)</script>" in texts(driver)[0]
@@ -265,6 +266,21 @@ def test_a_persona_is_created_from_an_idea_with_progress(driver):
              "no persona: " + driver.find_element(By.ID, "errors").text)
     assert driver.find_element(By.ID, "chat-title").text == "Ada Fogg"
     assert driver.find_elements(By.CSS_SELECTOR, 'li.persona[data-slug="ada-fogg"]')
+
+
+def test_the_page_fits_a_phone(driver):
+    driver.set_window_size(390, 844)
+    try:
+        for view in ("nav-gallery", "nav-sessions"):
+            driver.find_element(By.ID, view).click()
+            time.sleep(0.3)
+            assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), view
+        open_chat(driver, "mara")
+        wait_for(driver, lambda d: texts(d))
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        assert driver.find_element(By.ID, "talk-button").is_displayed()
+    finally:
+        driver.set_window_size(1100, 900)
 
 
 def test_server_errors_read_as_sentences(driver, server):
