@@ -212,6 +212,17 @@ def test_a_card_imports_by_file_input(driver, tmp_path):
     driver.find_element(By.ID, "import-file").send_keys(str(path))
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'li.persona[data-slug="wren-tallow"]'), 30,
              "not imported: " + driver.find_element(By.ID, "errors").text)
+    dropped = dict(card, name="Moss Harrow", first_mes="Careful where you step.")  # by drag-and-drop this time
+    driver.execute_script("""
+        const file = new File([arguments[0]], 'moss.json', {type: 'application/json'});
+        const data = new DataTransfer();
+        data.items.add(file);
+        for (const type of ['dragenter', 'dragover', 'drop'])
+            document.body.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));""",
+                          json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": dropped}))
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'li.persona[data-slug="moss-harrow"]'), 30,
+             "not imported by drop: " + driver.find_element(By.ID, "errors").text)
+    assert not driver.find_element(By.ID, "drop-zone").is_displayed()
     broken = tmp_path / "broken.json"
     broken.write_text("{not a card")
     driver.find_element(By.ID, "import-file").send_keys(str(broken))
