@@ -279,6 +279,30 @@ def test_a_persona_is_created_from_an_idea_with_progress(driver):
     assert driver.find_elements(By.CSS_SELECTOR, 'li.persona[data-slug="ada-fogg"]')
 
 
+def test_escape_stops_a_reply(driver, server):
+    """While the model worker is busy writing a persona, a message waits; Esc stops it and leaves no empty reply."""
+    import threading
+
+    busy = threading.Thread(target=httpx.post, args=(server + "/v1/personas/generate",), kwargs={
+        "json": {"idea": "a tired ferryman", "name": "Busy Ferryman"}, "timeout": 120,
+        "headers": {"Authorization": f"Bearer {KEY}"}})
+    busy.start()
+    try:
+        open_chat(driver, "mara")
+        wait_for(driver, lambda d: texts(d))
+        time.sleep(0.5)
+        driver.find_element(By.ID, "message-input").send_keys("Are you there?", Keys.ENTER)
+        wait_for(driver, lambda d: d.find_element(By.ID, "stop-button").is_displayed(), 10)
+        driver.find_element(By.ID, "message-input").send_keys(Keys.ESCAPE)
+        wait_for(driver, lambda d: settled(d) and not d.find_element(By.ID, "stop-button").is_displayed(), 10)
+        assert texts(driver)[-1] == "Are you there?" and len(driver.find_elements(By.CSS_SELECTOR, ".message.char")) == 1
+        assert not driver.find_element(By.ID, "errors").text
+    finally:
+        busy.join(120)
+    click(driver, 'button[aria-label="Write a reply to this message"]')  # answered once the worker is free
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".message.char")) == 2 and settled(d), 60)
+
+
 def test_the_page_fits_a_phone(driver):
     driver.set_window_size(390, 844)
     try:

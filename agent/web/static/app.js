@@ -259,11 +259,9 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
       },
     });
   } catch (e) {
-    if (e.name !== "AbortError") {
-      showError(e);
-      if (!shownText(m)) {
-        if (m.alts) { m.alts.pop(); m.pick = m.alts.length - 1; m.content = m.alts[m.pick]; } else chat.messages.pop();
-      }
+    if (e.name !== "AbortError") showError(e);
+    if (!shownText(m)) { // stopped or failed before any text: no empty reply is left behind
+      if (m.alts) { m.alts.pop(); m.pick = m.alts.length - 1; m.content = m.alts[m.pick]; } else chat.messages.pop();
     }
   }
   times.done = performance.now();
