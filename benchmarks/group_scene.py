@@ -128,6 +128,7 @@ def summary(turns: list[Turn]) -> dict:
         "ttft_mean_s": statistics.mean(t.ttft for t in turns),
         "prefill_median_switch": _median([t.prefill_tokens for t in switch]),
         "prefill_median_same": _median([t.prefill_tokens for t in same]),
+        "prefill_total": sum(t.prefill_tokens for t in turns),
         "named_answered_by_named": f"{sum(t.speaker == t.named for t in named)}/{len(named)}",
         "replies_cut_at_another_name": f"{sum(bool(t.cut_at) for t in turns)}/{len(turns)}",
         "replies_still_speaking_as_another": f"{sum(t.speaks_as_other for t in turns)}/{len(turns)}",
@@ -152,11 +153,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         warm.close()
         script = [USER_TURNS[i % len(USER_TURNS)] for i in range(args.turns)]
         turns = run_scene(agent, args.personas.split(","), script)
+        table = getattr(getattr(agent.chat_backend, "scheduler", None), "table", None)
+        kv = {} if table is None else {"kv_spills": table.spill_count, "kv_restores": table.restore_count,
+                                       "kv_recomputes_after_spill": table.recomputed}
     print(f"{'turn':>4} {'speaker':8} {'named':8} {'switch':6} {'prompt':>6} {'ran':>5} {'TTFT s':>7} {'new':>4}  cut at")
     for i, t in enumerate(turns, 1):
         print(f"{i:4d} {t.speaker:8} {t.named or '-':8} {'yes' if t.switched else 'no':6} {t.prompt_tokens:6d} "
               f"{t.prefill_tokens:5d} {t.ttft:7.3f} {t.new_tokens:4d}  {t.cut_at or '-'}")
-    figures = summary(turns)
+    figures = {**summary(turns), **kv}
     for key, value in figures.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:

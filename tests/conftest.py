@@ -90,3 +90,54 @@ def killed_midway(script: str) -> str:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return proc.stdout
+
+
+@pytest.fixture()
+def held_reply(monkeypatch):
+    """Holds the model mid-reply: once 3 pieces have gone out through `Job.emit`, the next token waits until
+    `release` is set (30 s at most), and `held` is set meanwhile. `pieces` lists what was emitted, so a client
+    can read exactly those and go away while nothing more can be written."""
+    import threading
+    import types
+
+    from agent.chat.decoding import CachedDecoder
+    from agent.server.jobs import Job
+
+    gate = types.SimpleNamespace(pieces=[], held=threading.Event(), release=threading.Event())
+    emit, step = Job.emit, CachedDecoder.step
+
+    def emitting(job, piece):
+        if piece:
+            gate.pieces.append(piece)
+        emit(job, piece)
+
+    def stepping(decoder, token):
+        if len(gate.pieces) >= 3 and not gate.release.is_set():
+            gate.held.set()
+            gate.release.wait(30)
+        return step(decoder, token)
+
+    monkeypatch.setattr(Job, "emit", emitting)
+    monkeypatch.setattr(CachedDecoder, "step", stepping)
+    return gate
+
+
+def read_held_stream(response, gate) -> str:
+    """Reads an SSE chat stream (an httpx response) until every piece the held model emitted has arrived;
+    returns their text."""
+    import json
+    import time
+
+    lines = response.iter_lines()
+    received = []
+    deadline = time.monotonic() + 60
+    while True:
+        while len(received) == len(gate.pieces):  # all read so far: done once the model is held
+            if gate.held.wait(0.05) and len(received) == len(gate.pieces):
+                return "".join(received)
+            assert time.monotonic() < deadline, "the model was never held: the reply ended before 3 pieces"
+        line = next(lines)  # a piece is on its way
+        if line.startswith("data: {"):
+            content = json.loads(line[len("data: "):])["choices"][0]["delta"].get("content")
+            if content:
+                received.append(content)

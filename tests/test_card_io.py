@@ -240,6 +240,17 @@ HOSTILE = {  # name -> (file name, bytes, limits, what the message says)
                            LIMITS, "path traversal"),
     "zip without card.json": ("e.charx", zip_bytes({"other.json": CARD_JSON}), LIMITS, "no card.json"),
     "corrupt zip": ("k.charx", zip_bytes({"card.json": CARD_JSON})[:-30], LIMITS, "corrupt CHARX"),
+    # JSON's "\ud800" decodes to text nothing can encode: refused naming the field, never stored
+    "lone surrogate in a json name": ("s.json", json.dumps({"spec": "chara_card_v2", "data": {"name": "A\ud800"}})
+                                      .encode(), LIMITS, "field 'data.name': holds a lone surrogate \\(U\\+D800\\)"),
+    "lone surrogate in a png chunk": ("s.png", png_with(chunk(b"tEXt", b"ccv3\0" + b64(
+        {"spec": "chara_card_v3", "data": {"name": "A", "description": "\udcff"}}))), LIMITS,
+        "ccv3 chunk.*'data.description'.*U\\+DCFF"),
+    "lone surrogate in a charx": ("s.charx", zip_bytes({"card.json": json.dumps(
+        {"spec": "chara_card_v3", "data": {"name": "A", "alternate_greetings": ["Hi", "\ud800"]}})}), LIMITS,
+        "'data.alternate_greetings\\[1\\]': holds a lone surrogate"),
+    "lone surrogate in a v1 key": ("k.json", json.dumps({"name": "A", "extensions": {"\ud800": 1}}).encode(),
+                                   LIMITS, r"'extensions.\\ud800': holds a lone surrogate"),
 }
 
 

@@ -31,6 +31,7 @@ def _same(light, full):
     assert stop_token_ids(light) == stop_token_ids(full)
     assert turn_markers(light) == turn_markers(full)
     assert light.eos_token_id == full.eos_token_id and len(light) == len(full)
+    assert light.get_vocab() == full.get_vocab()
 
 
 @pytest.mark.parametrize("kind", ["tiny_llama", "tiny_qwen"])

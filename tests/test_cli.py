@@ -172,3 +172,66 @@ def test_lore_import_attach_list_show_and_prompt_explain(tmp_path):
     assert r.returncode == 2 and "broken.json" in r.stderr
     r = personae("lore", "attach", "nothing", "-p", "mara", "--home", str(home))
     assert r.returncode == 2 and "no lorebook named 'nothing'" in r.stderr
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_an_error_on_exit_never_prints_the_discord_token(tmp_path, monkeypatch, debug):
+    """The last-resort line, and the traceback PERSONAE_DEBUG asks for, come out with the token cut."""
+    import agent.discord_bot
+    from agent import logs
+
+    secret = "MTAx.secret-token-value.xyz"
+    monkeypatch.setattr(logs, "_SECRETS", set())
+    monkeypatch.setenv("DISCORD_TOKEN", secret)
+    monkeypatch.setenv("PERSONAE_DEBUG", debug)
+
+    def crash(agent):
+        raise RuntimeError(f"the gateway closed on Bot {secret}")
+    monkeypatch.setattr(agent.discord_bot, "run_bot", crash)
+    r = personae("discord", "-c", TINY, "--home", str(tmp_path / "home"))
+    assert r.returncode == 1 and "the gateway closed on Bot [REDACTED]" in r.stderr
+    assert secret not in r.stderr
+    assert ("Traceback" in r.stderr) == bool(debug)
+
+
+def test_a_card_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path):
+    home = tmp_path / "home"
+    card = tmp_path / "bad.json"
+    card.write_text(json.dumps({"spec": "chara_card_v2", "data": {"name": "Mara\ud800"}}))  # JSON's "\ud800"
+    r = personae("persona", "import", str(card), "--home", str(home))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "bad.json" in r.stderr and "'data.name'" in r.stderr and "U+D800" in r.stderr
+    assert not (home / "personas").exists() or not any((home / "personas").iterdir())
+
+
+def test_arguments_that_are_not_utf8_are_refused(tmp_path):
+    r = personae("prompt", "-c", TINY, "-p", "mara", "-m", "hi \udcff", home=tmp_path)  # surrogateescape'd argv
+    assert r.returncode == 2 and "argument 7" in r.stderr and "U+DCFF" in r.stderr, r.stderr
+
+
+def test_a_turn_that_cannot_be_answered_is_one_line_and_the_chat_goes_on(tmp_path):
+    """`printf 'Hello\\n' | personae chat -s chat.context_tokens=40`: the prompt can't fit, the chat says why,
+    stores nothing of the turn, and ends 0 at EOF."""
+    r = personae("chat", "-c", TINY, "-s", "chat.context_tokens=40", input="Hello kraken\n/history\n", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    error = " ".join(r.stderr.split())  # rich wraps long lines
+    assert "no reply:" in error and "chat.context_tokens" in error and "Traceback" not in error
+    assert "kraken" not in r.stdout  # /history: the failed turn left nothing
+    r = personae("chat", "-c", TINY, "-s", "chat.context_tokens=20", input="Hello kraken\n", home=tmp_path)
+    assert r.returncode == 2 and "chat.context_tokens" in r.stderr  # a config that can't start still fails at once
+
+
+def test_names_with_control_and_bidi_characters_are_escaped(tmp_path):
+    home = tmp_path / "home"
+    card = tmp_path / "evil.json"
+    card.write_text(json.dumps({"name": "Eve\u202eexe.txt\x1b[2J", "description": "Line\u2066 one\nline two"}))
+    r = personae("persona", "import", str(card), "--name", "evil", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    listing = personae("persona", "list", "--home", str(home)).stdout
+    shown = personae("persona", "show", "evil", "--home", str(home)).stdout  # YAML writes ESC as \e itself
+    for out in (r.stdout, listing, shown):
+        assert "Eve\\u202eexe.txt" in out and "\u202e" not in out and "\x1b" not in out, out
+    assert "Eve\\u202eexe.txt\\x1b[2J" in r.stdout + listing
+    assert "Line\\u2066 one" in shown and "\u2066" not in shown
+    prompt = personae("prompt", "-c", TINY, "-p", "evil", "-m", "hi", home=home).stdout
+    assert "Eve\\u202eexe.txt" in prompt and "\u202e" not in prompt and "\u2066" not in prompt

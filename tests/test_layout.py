@@ -139,3 +139,19 @@ def test_front_ends_import_no_torch_at_module_level():
         if name.startswith(("agent.frontends", "agent.discord_bot", "agent.server")) or name == "agent.cli":
             top = {m.split(".")[0] for m in _imports(path, top_level_only=True)}
             assert not top & heavy, f"{path.relative_to(REPO)} imports {sorted(top & heavy)} at module level"
+
+
+def test_only_the_scheduler_calls_llama_decode():
+    """One owner of the llama.cpp context: `llama_decode` is called by models/llamacpp.py alone, and its
+    `decode` (and the state calls) by the scheduler's sequence table and loop alone."""
+    callers = {".llama_decode(": set(), "state_set(": set(), "state_get(": set()}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for needle in callers:
+            if needle in text:
+                callers[needle].add(path.relative_to(PACKAGE).as_posix())
+    assert callers[".llama_decode("] == {"models/llamacpp.py"}
+    decode_calls = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                    if "model.decode(" in p.read_text(encoding="utf-8")}
+    assert decode_calls == {"generation/scheduler.py"}
+    assert callers["state_set("] | callers["state_get("] <= {"models/llamacpp.py", "generation/sequences.py"}

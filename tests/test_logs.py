@@ -39,3 +39,54 @@ def test_personae_debug_switches_debug_on(package_logger, monkeypatch, capsys):
     assert package_logger.getEffectiveLevel() == logging.DEBUG
     logging.getLogger("agent.models.lm").debug("every detail")
     assert "[personae] every detail" in capsys.readouterr().err
+
+
+TOKEN = "MTAx.secret-token-value.xyz"
+
+
+@pytest.fixture
+def secret(monkeypatch):
+    """The Discord token read as the bot reads it (registered as a secret), forgotten after the test."""
+    from agent import logs
+    from agent.discord_bot import read_token
+
+    monkeypatch.setattr(logs, "_SECRETS", set())
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    return read_token()
+
+
+def test_a_record_and_a_traceback_holding_the_token_come_out_redacted(package_logger, secret, monkeypatch, capsys):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    setup_logging()
+    log = logging.getLogger("agent.discord_bot.bot")
+    log.warning("login with %s failed", secret)
+    log.info("token=" + secret)
+    try:
+        raise RuntimeError(f"gateway refused Bot {secret}")
+    except RuntimeError:
+        log.exception("could not connect")
+    err = capsys.readouterr().err
+    assert "login with [REDACTED] failed" in err and "token=[REDACTED]" in err
+    assert "RuntimeError: gateway refused Bot [REDACTED]" in err and "Traceback" in err
+    assert secret not in err
+
+
+def test_the_discord_handler_redacts_discord_pys_records_too(secret):
+    """run_bot's handler for discord.py's own loggers carries the same filter."""
+    import io
+
+    from agent.logs import Redact
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(Redact())
+    logger = logging.getLogger("discord.http.test")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(secret)
+        except ValueError:
+            logger.error("POST with Authorization: Bot %s", secret, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    assert secret not in stream.getvalue() and stream.getvalue().count("[REDACTED]") == 2

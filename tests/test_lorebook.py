@@ -307,6 +307,7 @@ def test_load_lorebook_files(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "can't read the lorebook"), ("{not json", "not JSON"), ("[1, 2]", "must be a JSON object"),
     ("x" * 100, "over the 64-byte limit"), ('{"entries": [{"keys": true}]}', r"entries\[0\]\.keys"),
+    ('{"entries": [{"content": "\\ud800"}]}', r"entries\[0\]\.content: holds a lone surrogate \(U\+D800\)"),
 ])
 def test_load_lorebook_errors_name_the_file(tmp_path, content, message):
     path = tmp_path / "world.json"

@@ -72,6 +72,9 @@ def test_voice_sample_is_found(tmp_path):
     ("name: A\npersonae: 3\n", "'personae'"),
     ("name: A\npersonae:\n  portrait: ../../secret.png\n", "'personae.portrait'"),
     ("name: A\npersonae:\n  voice_sample: missing.wav\n", "'personae.voice_sample'"),
+    # YAML spells lone surrogates as escapes, as persona.yaml files imported before they were refused hold them
+    ('name: A\ndescription: "bad \\uD800 text"\n', "'description': holds a lone surrogate"),
+    ('name: A\npersonae:\n  tts: {voice: "\\uDCFF"}\n', "'personae.tts.voice': holds a lone surrogate"),
 ])
 def test_bad_persona_yaml_names_the_file_and_field(tmp_path, text, field):
     (tmp_path / "p").mkdir()

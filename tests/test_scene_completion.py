@@ -94,3 +94,30 @@ def test_a_named_scene_is_a_model_too(server, agent):
     assert raw.headers["x-personae-speaker"] == "bo"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-scene", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_scene_client_that_disconnects_mid_stream_leaves_only_the_line_it_received(agent, held_reply):
+    """As for one persona (tests/test_server.py): the scene keeps the message and the part of the line received."""
+    from conftest import read_held_stream
+    from tests.test_server import wait_for
+
+    def last_lines() -> list[tuple[str, str]]:
+        sid = agent.history.latest_scene(["bo", "tess"], "openai:cut")
+        return [] if sid is None else [(m.role, m.content) for m in agent.history.messages(sid)][-2:]
+
+    app = create_app(agent, ServerSettings(api_key="sk-test"))
+    jobs = app.state.personae.jobs
+    with running(app) as url:
+        with httpx.stream("POST", url + "/v1/chat/completions", json={
+                "model": "tess+bo", "stream": True, "max_tokens": 200, "user": "cut",
+                "messages": [{"role": "user", "content": "Bo, soup?"}]},
+                headers={"Authorization": "Bearer sk-test", "X-Personae-Speaker": "bo"}, timeout=60) as response:
+            received = read_held_stream(response, held_reply)
+        wait_for(lambda: any(job.cancel.is_set() for job in jobs.running_jobs()))  # the disconnect is seen
+        held_reply.release.set()
+        expected = [("user", "Bo, soup?"), ("assistant", received.strip())]
+        try:
+            wait_for(lambda: last_lines() == expected)
+        except AssertionError:
+            pass  # the comparison below shows the difference
+    assert received.strip() and last_lines() == expected

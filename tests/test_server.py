@@ -169,6 +169,15 @@ def stored(agent, session_id: str, slug: str = "tess") -> list[tuple[str, str]]:
     return [] if sid is None else [(m.role, m.content) for m in agent.history.messages(sid)]
 
 
+def stored_once_settled(agent, session_id: str, expected: list, seconds: float = 5.0) -> list[tuple[str, str]]:
+    """What the session stores, read again until it is `expected` or `seconds` pass (a cut of a reply its
+    client left lands shortly after the request's own job)."""
+    deadline = time.monotonic() + seconds
+    while (found := stored(agent, session_id)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def test_a_session_keeps_history_and_reuses_its_kv_cache(server, agent):
     client, _ = server
     messages = [{"role": "user", "content": "first"}]
@@ -381,7 +390,7 @@ def test_serve_refuses_before_loading_anything(tmp_path, monkeypatch):
         run_server(agent, host="127.0.0.1")
 
 
-# --- one worker: queue full, disconnects -----------------------------------------------------------------
+# --- job threads: concurrency, queue full, disconnects ---------------------------------------------------
 
 @pytest.fixture()
 def slow_decoding(monkeypatch):
@@ -392,8 +401,19 @@ def slow_decoding(monkeypatch):
     monkeypatch.setattr(CachedDecoder, "step", lambda self, token: time.sleep(0.01) or step(self, token))
 
 
+def test_a_long_reply_does_not_hold_the_model_for_another_client(agent, slow_decoding):
+    with serve(agent, max_streams=2, max_tokens=1500) as (client, url):
+        long = ask(client, stream=True, max_tokens=1500, user="long")  # about 15 s if it ran to the end
+        next(iter(long))
+        start = time.perf_counter()
+        assert ask(client, max_tokens=3, user="short").choices[0].message.content
+        assert time.perf_counter() - start < 5  # answered beside the long one, not after it
+        assert health(url)["running"] == 1
+        long.close()
+
+
 def test_a_full_queue_answers_429_at_once(agent, slow_decoding):
-    with serve(agent, queue_size=1, max_tokens=1500) as (client, url):
+    with serve(agent, max_streams=1, queue_size=1, max_tokens=1500) as (client, url):
         long = ask(client, stream=True, max_tokens=1500)
         next(iter(long))
         wait_for(lambda: health(url)["busy"])
@@ -420,7 +440,7 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(agent, slow_decod
         stream.close()
         assert wait_for(lambda: not health(url)["busy"], seconds=5) < 5
         assert health(url)["cancelled"] == 1
-        partial = stored(agent, "gone")[-1][1]  # the partial reply is saved, as when Ctrl-C stops the terminal
+        partial = stored(agent, "gone")[-1][1]  # at most what the client received (the next tests check it)
         assert ask(client, max_tokens=2).choices[0].message.content  # the worker serves the next request
         assert len(partial) < 2000
 
@@ -433,6 +453,50 @@ def test_a_client_that_gives_up_on_a_plain_request_frees_the_worker(agent, slow_
         assert health(url)["cancelled"] == 1
 
 
+def test_a_client_that_disconnects_mid_stream_leaves_only_what_it_received_stored(agent, held_reply):
+    """The model is held once 3 pieces are out; the client reads exactly those and goes away; what the
+    session stores of the reply is that text, though the model wrote on until it saw the disconnect."""
+    from conftest import read_held_stream
+
+    app = create_app(agent, ServerSettings(api_key="sk-test"))
+    jobs = app.state.personae.jobs
+    with running(app) as url:
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-test"},
+                          json={"model": "tess", "stream": True, "max_tokens": 200, "user": "cut",
+                                "messages": [{"role": "user", "content": "Hello there"}]}, timeout=60) as response:
+            received = read_held_stream(response, held_reply)
+        wait_for(lambda: any(job.cancel.is_set() for job in jobs.running_jobs()))  # the disconnect is seen
+        held_reply.release.set()  # the model writes one more piece, then stops and stores its turn
+        wait_for(lambda: jobs.completed >= 1 and jobs.running == 0 and not jobs.queued)
+        assert received.strip()
+        expected = [("assistant", "Ahoy."), ("user", "Hello there"), ("assistant", received.strip())]
+        assert stored_once_settled(agent, "cut", expected) == expected
+
+
+def test_a_plain_request_whose_client_left_stores_none_of_the_turn(agent, slow_decoding):
+    """Nothing of the reply reached the client, so neither it nor the message is kept: a client that
+    resends the conversation continues the stored one."""
+    with serve(agent, max_tokens=1500) as (_, url):
+        with pytest.raises(httpx.TimeoutException):
+            post(url, {"model": "tess", "max_tokens": 1500, "user": "left",
+                       "messages": [{"role": "user", "content": "hi"}]}, timeout=1.0)
+        wait_for(lambda: health(url)["completed"] >= 1 and not health(url)["busy"] and not health(url)["queued"])
+        assert stored_once_settled(agent, "left", [("assistant", "Ahoy.")]) == [("assistant", "Ahoy.")]
+
+
+def test_a_client_that_gives_up_while_its_prompt_is_fitted_frees_its_job(agent, monkeypatch):
+    """The job's cancel reaches fit_prompt: it stops at its next tokenisation, not after the reply."""
+    import agent.chat.prompt as prompt
+
+    tokenise = prompt._token_ids
+    monkeypatch.setattr(prompt, "_token_ids", lambda *args: time.sleep(2) or tokenise(*args))
+    with serve(agent, max_tokens=1500) as (_, url):
+        with pytest.raises(httpx.TimeoutException):  # two fits and a render of the prefix: over 6 s if it ran on
+            post(url, {"model": "tess", "max_tokens": 1500, "messages": [{"role": "user", "content": "hi"}]}, timeout=1.0)
+        assert wait_for(lambda: not health(url)["busy"], seconds=4) < 4
+        assert health(url)["cancelled"] == 1
+
+
 # --- memory ------------------------------------------------------------------------------------------
 
 def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):
@@ -440,20 +504,116 @@ def test_a_sessions_memory_can_be_read_added_and_forgotten(server, agent):
     ask(client, "hello", user="mem-1")
     headers = {"Authorization": "Bearer sk-test"}
     r = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": "the key is under the mat"},
-                   headers=headers)
+                   headers=headers, timeout=60)
     assert r.status_code == 200, r.text
     note = r.json()["id"]
-    shown = httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()
+    shown = httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers, timeout=60).json()
     assert shown["notes"] == [{"id": note, "text": "the key is under the mat"}] and shown["object"] == "memory"
     sid = agent.history.latest_session("tess", "openai:mem-1")
     assert "the key is under the mat" in agent.open_session(session_id=sid).prompt_for(
         agent.history.messages(sid)).text  # the note reaches the prompt
-    r = httpx.delete(url + f"/v1/sessions/mem-1/memory/{note}", params={"model": "tess"}, headers=headers)
+    r = httpx.delete(url + f"/v1/sessions/mem-1/memory/{note}", params={"model": "tess"}, headers=headers, timeout=60)
     assert r.status_code == 200 and "forgot" in r.json()["result"]
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers).json()["notes"] == []
-    bad = httpx.delete(url + "/v1/sessions/mem-1/memory/seven", params={"model": "tess"}, headers=headers)
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, headers=headers, timeout=60).json()["notes"] == []
+    bad = httpx.delete(url + "/v1/sessions/mem-1/memory/seven", params={"model": "tess"}, headers=headers, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "memory"
-    empty = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": ""}, headers=headers)
+    empty = httpx.post(url + "/v1/sessions/mem-1/memory", json={"model": "tess", "text": ""}, headers=headers, timeout=60)
     assert empty.status_code == 400
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers).status_code == 404
-    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}).status_code == 401
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "nobody"}, headers=headers, timeout=60).status_code == 404
+    assert httpx.get(url + "/v1/sessions/mem-1/memory", params={"model": "tess"}, timeout=60).status_code == 401
+
+
+# --- text that is not Unicode, bodies that are not JSON objects, numbers out of range -----------------------
+
+BAD_TEXT = "bad \ud800 text"  # json.dumps writes it as JSON's "\ud800", which decodes to a lone surrogate
+HI = [{"role": "user", "content": "hi"}]
+
+
+def send(url: str, path: str, body, *, content_type: str = "application/json") -> httpx.Response:
+    """POST `body` (json.dumps'd unless bytes) as it is, with `content_type`."""
+    import json
+
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(url + path, content=content, headers={"Authorization": "Bearer sk-test",
+                                                            "Content-Type": content_type})
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "system", "content": "Be brief."}, *HI,
+                                                            {"role": "user", "content": BAD_TEXT}]}, "messages[2].content"),
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "user", "content": [{"type": "text", "text": BAD_TEXT}]}]},
+     "messages[0].content"),
+    ("/v1/chat/completions", {"model": "tess", "messages": [{"role": "user", "content": "hi", "name": BAD_TEXT}]},
+     "messages[0].name"),
+    ("/v1/chat/completions", {"model": "tess", "stop": ["ok", BAD_TEXT], "messages": HI}, "stop"),
+    ("/v1/chat/completions", {"model": "tess", "user": BAD_TEXT, "messages": HI}, "user"),
+    ("/v1/chat/completions", {"model": BAD_TEXT, "messages": HI}, "model"),
+    ("/v1/chat/completions", {"model": "mara+hale", "messages": [{"role": "user", "content": BAD_TEXT}]},
+     "messages[0].content"),  # a group scene
+    ("/v1/sessions/s1/memory", {"model": "tess", "text": BAD_TEXT}, "text"),
+    ("/v1/personas/generate", {"idea": BAD_TEXT}, "idea"),
+    ("/v1/audio/speech", {"input": BAD_TEXT, "voice": "tess"}, "input"),
+])
+def test_text_that_is_not_unicode_is_a_400_naming_the_field(server, agent, path, body, param):
+    client, url = server
+    error = assert_error(send(url, path, body), 400, param, "lone surrogate", "U+D800")
+    assert error["param"] == param
+    with agent.history._connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    assert ask(client, max_tokens=2).choices[0].message.content  # the server is fine
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"model": "tess", "seed": -1, "messages": HI}, ["seed", "greater than or equal to 0"]),
+    ({"model": "tess", "seed": 2**64, "messages": HI}, ["seed", "less than or equal to"]),
+    ({"model": "tess", "top_p": 0, "messages": HI}, ["top_p"]),
+    ({"model": "tess", "max_tokens": 0, "messages": HI}, ["max_tokens"]),
+    ({"model": "tess", "temperature": -0.5, "messages": HI}, ["temperature"]),
+])
+def test_numbers_out_of_range_are_refused_by_the_schema_at_once(server, body, words):
+    _, url = server
+    start = time.perf_counter()
+    error = assert_error(send(url, "/v1/chat/completions", body), 400, *words)
+    assert error["param"] == words[0] and time.perf_counter() - start < 1
+
+
+def test_a_generate_request_with_a_negative_seed_is_refused(server):
+    _, url = server
+    error = assert_error(send(url, "/v1/personas/generate", {"idea": "a baker", "seed": -3}), 400, "seed")
+    assert error["param"] == "seed"
+
+
+@pytest.mark.parametrize("content, content_type, words", [
+    (b"{not json", "application/json", ["the body is not valid JSON", "line 1 column 2"]),
+    (b'{"model": "tess",\n "messages": []]', "application/json", ["not valid JSON", "line 2 column"]),
+    (b"", "application/json", ["the body is empty"]),
+    (b'[{"model": "tess"}]', "application/json", ["the body must be a JSON object, got an array"]),
+    (b'{"model": "tess", "messages": [{"role": "user", "content": "hi"}]}', "application/x-www-form-urlencoded",
+     ["Content-Type must be application/json", "application/x-www-form-urlencoded"]),
+    (b"model=tess", "text/plain", ["Content-Type must be application/json"]),
+])
+def test_a_body_that_is_not_a_json_object_says_what_is_wrong(server, content, content_type, words):
+    _, url = server
+    error = assert_error(send(url, "/v1/chat/completions", content, content_type=content_type), 400, *words)
+    assert "valid dictionary" not in error["message"]
+
+
+def test_reading_an_unknown_sessions_memory_is_a_404_that_stores_nothing(server, agent):
+    _, url = server
+    headers = {"Authorization": "Bearer sk-test"}
+
+    def sessions() -> int:
+        with agent.history._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    for ident in ("never-seen-1", "never-seen-2"):
+        shown = httpx.get(url + f"/v1/sessions/{ident}/memory", params={"model": "tess"}, headers=headers)
+        error = assert_error(shown, 404, ident)
+        assert error["code"] == "session_not_found" and error["type"] == "not_found_error"
+        assert_error(httpx.delete(url + f"/v1/sessions/{ident}/memory/all", params={"model": "tess"},
+                                  headers=headers), 404, ident)
+    assert sessions() == 0
+    ask(server[0], user="seen", max_tokens=2)
+    assert httpx.get(url + "/v1/sessions/seen/memory", params={"model": "tess"}, headers=headers).status_code == 200
+    assert_error(httpx.get(url + "/v1/sessions/seen/memory", params={"model": "mara"}, headers=headers), 404, "seen")
+    assert sessions() == 1

@@ -138,6 +138,11 @@ def test_bad_cards_are_refused_naming_the_upload(server, tiny_agent):
     assert bad.status_code == 400 and "evil.png" in bad.json()["error"]["message"]
     assert "personae-upload" not in bad.json()["error"]["message"]
     assert not tiny_agent.home.personas.exists() or not any(tiny_agent.home.personas.iterdir())
+    card = json.dumps({"spec": "chara_card_v2", "data": {"name": "Eve", "description": "bad \ud800 text"}})
+    broken = httpx.post(url + "/v1/personas", files={"file": ("eve.json", card.encode())}, headers=AUTH)
+    assert broken.status_code == 400 and broken.json()["error"]["param"] == "file"
+    assert "eve.json" in broken.json()["error"]["message"] and "'data.description'" in broken.json()["error"]["message"]
+    assert not tiny_agent.home.personas.exists() or not any(tiny_agent.home.personas.iterdir())
     big = httpx.post(url + "/v1/personas", files={"file": ("big.json", b" " * 100_000)}, headers=AUTH)
     assert big.status_code == 413
     for name in ("nobody", "%2E%2E", "~root", "..%2Fmara"):

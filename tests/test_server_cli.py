@@ -49,3 +49,38 @@ def test_serve_refuses_an_exposed_address_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("PERSONAE_API_KEY", raising=False)
     done = personae("serve", "--host", "0.0.0.0", "-c", TINY, "--home", str(tmp_path))
     assert done.returncode == 2 and "PERSONAE_API_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sigterm_during_a_long_reply_stops_the_server_within_seconds_and_keeps_finished_turns(tmp_path):
+    server = personae_serve("-c", TINY, "--port", "0", "--home", str(tmp_path))
+    try:
+        url, seen, deadline = None, [], time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found and found.group(1)
+        assert url, "".join(seen)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        done = client.chat.completions.create(model="hale", max_tokens=3, user="kept",
+                                              messages=[{"role": "user", "content": "Hi"}])
+        stream = client.chat.completions.create(model="random:llama", max_tokens=1024, stream=True, user="cut",
+                                                messages=[{"role": "user", "content": "Tell me everything"}])
+        # the plain model (no card): the tiny model's 2048-token context leaves room for a 1024-token reply
+        next(iter(stream))  # the long reply is being written
+        start = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        assert time.monotonic() - start < 5
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    from agent.chat.history import HistoryStore
+    from agent.paths import resolve_home
+
+    history = HistoryStore(resolve_home(tmp_path).database)
+    sid = history.latest_session("hale", "openai:kept")
+    assert history.messages(sid)[-1].content == done.choices[0].message.content.strip()

@@ -1,5 +1,8 @@
+import threading
+
 import pytest
 
+from agent.chat.prompt import Cancelled
 from agent.chat.session import _strip_name_prefix
 from agent.persona.card import CharacterCard
 from agent.persona.store import save_persona
@@ -37,6 +40,16 @@ def test_retry_without_a_reply_is_refused(tiny_agent):
     assert not s.can_retry
     with pytest.raises(ValueError):
         list(s.retry())
+
+
+def test_a_reply_cancelled_while_its_prompt_is_fitted_raises_and_keeps_nothing(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    before = list(s.messages)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        list(s.reply("hi", cancel=cancel))
+    assert s.messages == before and tiny_agent.history.messages(s.id) == before
 
 
 def _plain_persona(agent, tmp_path, **fields):

@@ -55,6 +55,24 @@ def test_ctrl_c_stops_the_reply_not_the_program(tiny_agent):
     assert signal.getsignal(signal.SIGINT) is before  # the chat's handlers are gone again
 
 
+def test_ctrl_c_while_the_prompt_is_fitted_keeps_nothing_and_the_chat_goes_on(tiny_agent, monkeypatch):
+    import agent.chat.session as session_module
+
+    fit = session_module.fit_prompt
+    interrupted = []
+
+    def interrupt_first_fit(*args, **kwargs):
+        if not interrupted:
+            interrupted.append(os.kill(os.getpid(), signal.SIGINT))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "fit_prompt", interrupt_first_fit)
+    chat, code, out = _chat(tiny_agent, ["first", "second"])
+    assert code == 0
+    contents = [m.content for m in chat.session.messages]
+    assert "first" not in contents and contents[-2] == "second"
+
+
 def test_ctrl_c_works_even_when_started_with_sigint_ignored(tiny_agent):
     """A chat started as a background job (SIGINT ignored) still answers Ctrl-C at the prompt and mid-reply."""
     chat = TerminalChat(tiny_agent, out=io.StringIO())
@@ -162,3 +180,58 @@ def test_a_manual_scene_says_who_may_speak(tiny_agent):
     chat, code, out, err = _scene_chat(tiny_agent, ["ann", "bob"], ["hello?", "/next bob"])
     assert "nobody answers on their own" in err and "\nBob: " in out
     assert [m.name for m in chat.scene.lines] == ["ann", "Sam", "bob"]
+
+
+def test_a_turn_that_fails_is_one_line_and_the_chat_goes_on(tiny_agent):
+    """An LM engine that is down (or a prompt too long for the context) costs the turn, not the chat; the failed
+    turn stores nothing and the next one is answered."""
+    from agent.models.engine import EngineError
+
+    chat = TerminalChat(tiny_agent, out=io.StringIO(), err=_console())
+    chat.open("mara", resume=False, user_name="Ann")
+    session, original = chat.session, chat.session.reply
+    fail = [EngineError("the LM engine at http://127.0.0.1:9 is down", status=503)]
+
+    def reply(text, cancel=None):
+        if fail:
+            raise fail.pop()
+        yield from original(text, cancel=cancel)
+
+    session.reply = reply
+    assert chat.loop(_reader(["first try", "second try"])) == 0
+    err = chat.err.file.getvalue()
+    assert "no reply: the LM engine at http://127.0.0.1:9 is down" in " ".join(err.split())
+    assert [m.content for m in session.messages if m.role == "user"] == ["second try"]
+    stored = tiny_agent.history.messages(session.id)
+    assert [m.content for m in stored if m.role == "user"] == ["second try"]
+    assert chat.out.getvalue().count("Captain Mara Vell: ") == 3  # greeting, the failed line (ended), the reply
+
+
+def test_a_line_that_is_not_utf8_is_not_sent(tiny_agent):
+    chat = TerminalChat(tiny_agent, out=io.StringIO(), err=_console())
+    chat.open("mara", resume=False, user_name="Ann")
+    assert chat.loop(_reader(["caf\udce9 au lait"])) == 0  # what surrogateescape makes of Latin-1 bytes
+    assert "not sent" in chat.err.file.getvalue() and "U+DCE9" in chat.err.file.getvalue()
+    assert [m.role for m in chat.session.messages] == ["assistant"]
+
+
+def test_names_and_card_text_are_printed_escaped(tiny_agent):
+    from agent.persona.card import CharacterCard
+    from agent.persona.store import save_persona
+
+    card = CharacterCard.from_fields({"name": "Eve\u202e[/bold] \x1b[2J", "first_mes": "Hi\u2067 there\nfriend"}, "t")
+    save_persona(card, tiny_agent.home.personas / "eve")
+    chat = TerminalChat(tiny_agent, out=io.StringIO(), err=_console())
+    chat.open("eve", resume=False, user_name="Ann\u202e")  # rich markup in a name must not break the header
+    assert chat.loop(_reader(["/personas", "/history"])) == 0
+    out, err = chat.out.getvalue(), chat.err.file.getvalue()
+    assert "Eve\\u202e[/bold] \\x1b[2J: Hi\\u2067 there\nfriend" in out
+    assert "Eve\\u202e[/bold] \\x1b[2J" in err
+    for text in (out, err):
+        assert not {"\u202e", "\u2067", "\x1b"} & set(text)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), highlight=False, width=200)

@@ -53,7 +53,8 @@ class TransformersBackend(_LocalStream):
 
 
 class LlamaCppBackend(_LocalStream):
-    """A GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix.
+    """A GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix, and the
+    scheduler thread that decodes every session's work in shared batches (agent/generation/).
 
     tokenizer: the GGUF's own (models/gguf.py), so no transformers weights are loaded; context_length: the
     context the model was trained for.
@@ -61,8 +62,9 @@ class LlamaCppBackend(_LocalStream):
     name = "llamacpp"
     takes_soft = True
 
-    def __init__(self, model, tokenizer, *, context_length: int):
-        self.model = model  # LlamaCppModel
+    def __init__(self, scheduler, tokenizer, *, context_length: int):
+        self.scheduler = scheduler  # agent/generation/scheduler.py
+        self.model = scheduler.model  # LlamaCppModel
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.stop_token_ids = stop_token_ids(tokenizer)
@@ -70,7 +72,11 @@ class LlamaCppBackend(_LocalStream):
     def new_decoder(self, soft=None, *, reuse_cache: bool = True):
         from .llamacpp_decoding import LlamaCppDecoder
 
-        return LlamaCppDecoder(self.model, soft=soft, reuse_cache=reuse_cache)
+        return LlamaCppDecoder(self.scheduler, soft=soft, reuse_cache=reuse_cache)
+
+    def close(self) -> None:
+        """Stops the scheduler (saved sessions' KV states to disk) and frees the context."""
+        self.scheduler.close()
 
 
 class EngineBackend:
@@ -174,16 +180,22 @@ def backend_name(cfg: LMConfig) -> str:
 
 
 def _threads(cfg: LMConfig) -> int:
-    """lm.threads, or (0) one per CPU this process may use, capped at 8 (llama.cpp gains little past the
-    memory bandwidth, and a shared machine keeps some cores)."""
-    return cfg.threads if cfg.threads > 0 else max(1, min(8, len(os.sched_getaffinity(0))))
+    """lm.threads, or (0) one per CPU this process may use less one, capped at 8. The core left over runs
+    the Python side (sampling, the server, speech): llama.cpp's threads spin at every layer's barrier, so when
+    anything else takes one of their cores a decode slows many times over (seen: a 10.7 s card took 320 s
+    beside two other jobs on 2 cores); past the memory bandwidth more threads gain little anyway."""
+    return cfg.threads if cfg.threads > 0 else max(1, min(8, len(os.sched_getaffinity(0)) - 1))
 
 
-def _transformers(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path):
+def _transformers(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path,
+                  state_dir: Optional[Path]):
     return TransformersBackend(lm())
 
 
-def _llamacpp(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path) -> LlamaCppBackend:
+def _llamacpp(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path,
+              state_dir: Optional[Path]) -> LlamaCppBackend:
+    from ..generation.scheduler import Scheduler
+    from ..generation.spill import SpillStore, model_fingerprint
     from ..models.gguf import load_gguf_tokenizer, read_gguf
     from ..models.llamacpp import load_llamacpp
 
@@ -192,7 +204,12 @@ def _llamacpp(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, 
     tokenizer = load_gguf_tokenizer(path, cache_dir)
     context = min(context_tokens, info.context_length)
     model = load_llamacpp(path, threads=_threads(cfg), kv_tokens=cfg.kv_contexts * context)
-    return LlamaCppBackend(model, tokenizer, context_length=info.context_length)
+    import llama_cpp
+
+    spills = SpillStore(state_dir, model_fingerprint(path, llama_cpp.__version__),
+                        ram_bytes=cfg.spill_ram_mb << 20, disk_bytes=cfg.spill_disk_mb << 20)
+    return LlamaCppBackend(Scheduler(model, spills, step_tokens=cfg.step_tokens), tokenizer,
+                           context_length=info.context_length)
 
 
 def local_tokenizer(source: str, cache_dir: Path):
@@ -244,11 +261,13 @@ def check_tokenizer(client, tokenizer, source: str) -> Optional[bool]:
     return theirs == ours
 
 
-def _engine(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path) -> EngineBackend:
+def _engine(cfg: LMConfig, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path,
+            state_dir: Optional[Path]) -> EngineBackend:
     from ..models.engine import load_engine
 
     tokenizer, context = local_tokenizer(cfg.name_or_path, cache_dir)
-    client = load_engine(cfg.url, model=cfg.model, timeout=cfg.timeout, retries=cfg.retries)
+    client = load_engine(cfg.url, model=cfg.model, timeout=cfg.timeout, retries=cfg.retries,
+                         max_concurrency=cfg.max_concurrency)
     check_tokenizer(client, tokenizer, cfg.name_or_path)
     return EngineBackend(client, tokenizer, context_length=context, prompt_embeds=cfg.prompt_embeds, lm=lm)
 
@@ -257,10 +276,12 @@ BACKENDS = {"transformers": _transformers, "llamacpp": _llamacpp, "engine": _eng
 assert set(BACKENDS) | {"auto"} == set(LM_BACKENDS), "agent/config.py's LM_BACKENDS must list these names"
 
 
-def load_backend(cfg: LMConfig, *, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path):
+def load_backend(cfg: LMConfig, *, lm: Callable[[], "LoadedLM"], context_tokens: int, cache_dir: Path,
+                 state_dir: Optional[Path] = None):
     """The chat backend `cfg.backend` names (see `backend_name`), loaded.
 
     lm: gives the transformers LM (called only by the transformers backend); context_tokens: one chat's
-    budget; cache_dir: where tokenizers read from GGUF files are cached.
+    budget; cache_dir: where tokenizers read from GGUF files are cached; state_dir: where llama.cpp writes
+    saved sessions' KV states (None: they stay in RAM and die with the process).
     """
-    return BACKENDS[backend_name(cfg)](cfg, lm, context_tokens, Path(cache_dir))
+    return BACKENDS[backend_name(cfg)](cfg, lm, context_tokens, Path(cache_dir), state_dir)

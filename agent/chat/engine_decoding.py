@@ -96,7 +96,7 @@ class EngineStream:
         if self.embeds is not None:
             del body["prompt"]  # vLLM answers each of prompt and prompt_embeds when both are sent
             body["prompt_embeds"] = self.embeds
-        chunks = self.client.stream_completion(body)
+        chunks = self.client.stream_completion(body, self.cancel)  # waits here while lm.max_concurrency are in flight
         try:
             for chunk in chunks:
                 if self.cancel is not None and self.cancel.is_set():
@@ -119,6 +119,8 @@ class EngineStream:
                     stopped_by = _stopped_by(choice)
         finally:
             chunks.close()  # a cancel or a stop string here closes the connection: the engine stops too
+        if first_at is None and self.cancel is not None and self.cancel.is_set():
+            stopped_by = "cancelled"  # while it waited for a slot, or before the first text
         rest = cutter.flush()
         if rest:
             yield rest

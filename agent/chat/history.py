@@ -186,6 +186,15 @@ class HistoryStore:
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
+    def remove_last(self, session_id: int, count: int) -> None:
+        """Deletes the session's newest `count` messages (an API client received none of the reply they hold)."""
+        now = time.time()
+        self._write([
+            ("DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE session_id = ? ORDER BY id DESC "
+             "LIMIT ?)", (session_id, count)),
+            ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
+        ])
+
     # --- group scenes -------------------------------------------------------------------------------
     def create_scene(self, members: list[str], lines: list[Message], channel: Optional[str] = None,
                      name: Optional[str] = None) -> int:
@@ -298,6 +307,9 @@ class UnsavedHistory:
         pass
 
     def replace_last_reply(self, session_id: int, reply: str) -> None:
+        pass
+
+    def remove_last(self, session_id: int, count: int) -> None:
         pass
 
     def fork_session(self, session_id: int, greeting: str, turns: list[tuple[str, str]]) -> int:

@@ -1,25 +1,29 @@
-"""Token generation on llama.cpp, with the same interface as `CachedDecoder` (prefill, step, ids, snapshot, adopt).
+"""Token generation on llama.cpp, with the same interface as `CachedDecoder` (prefill, step, ids, snapshot,
+adopt) plus `generate`, a stream of sampled tokens.
 
-Each decoder holds one sequence of the shared `LlamaCppModel` and reuses the longest common token prefix
-across turns. Soft-prompt slots (ids -1..-K) go in as input-embedding batches between the token batches,
-at continuing positions. `ReplyStream` drives it exactly as it drives the transformers decoder.
+Each decoder is one `Sequence` of the shared llama.cpp context; every call is work for the context's one
+scheduler thread (agent/generation/scheduler.py), which batches it with every other session's. Soft-prompt
+slots (ids -1..-K) go in as input-embedding rows at continuing positions. An idle decoder's cache may be
+spilled to RAM or disk by the scheduler; its next call restores it.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from ..embedding.soft_prompt import pieces
-from ..models.llamacpp import Lease, LlamaCppModel
-from .stream import common_prefix_length
+from ..generation.scheduler import END, ERROR, LOGITS, START, TOKEN, Scheduler, Work
+from ..generation.sequences import Sequence
+from .sampling import SamplingOptions, TokenPicker
 
 
 @dataclass(frozen=True)
 class SharedPrefix:
     """A snapshot: a sequence holding the first `length` positions of another (its cells are shared, not copied)."""
-    lease: Lease
+    seq: Sequence
     length: int
 
 
@@ -39,79 +43,120 @@ def _rows(soft) -> np.ndarray:
     return np.ascontiguousarray(soft, dtype=np.float32)
 
 
+class TokenStream:
+    """The tokens the scheduler samples for one reply. `ran` (prompt tokens decoded) is known once the first
+    token (or the end) arrives; `stopped_by` once iteration ends; `close()` leaves the batch at the next step."""
+
+    def __init__(self, scheduler: Scheduler, work: Work):
+        self._scheduler = scheduler
+        self._work = work
+        self.ran = 0
+        self.stopped_by = ""
+
+    def __iter__(self) -> Iterator[int]:
+        events = self._work.events
+        try:
+            while True:
+                kind, value = events.get()
+                if kind == START:
+                    self.ran = value
+                elif kind == TOKEN:
+                    yield value
+                elif kind == END:
+                    self.stopped_by = value
+                    return
+                elif kind == LOGITS:  # max_new_tokens < 1: the prompt was decoded, nothing sampled
+                    self.stopped_by = "max_new_tokens"
+                    return
+                elif kind == ERROR:
+                    raise value
+        finally:
+            if not self.stopped_by:  # the caller stopped reading (a stop string, an error, cancel)
+                self.close()
+
+    def close(self) -> None:
+        self._work.aborted = True
+
+
 class LlamaCppDecoder:
     """One session's sequence in the llama.cpp KV cache, and the token ids it holds.
 
-    Not thread-safe on its own (one decoder per session, as with CachedDecoder); the model serializes
-    the calls of different decoders.
+    One decoder per session, used by one thread at a time; many decoders run at once through the scheduler.
     """
 
-    def __init__(self, model: LlamaCppModel, *, reuse_cache: bool = True, soft=None):
+    def __init__(self, scheduler: Scheduler, *, reuse_cache: bool = True, soft=None):
+        model = scheduler.model
         if soft is not None and soft.shape[-1] != model.n_embd:
             raise ValueError(f"soft prompt width {soft.shape[-1]} != the GGUF's embedding width {model.n_embd}")
+        self.scheduler = scheduler
         self.model = model
         self._soft_rows = None if soft is None else _rows(soft)  # (K, d) float32, for ids -1..-K
         self.reuse_cache = reuse_cache  # False recomputes every prompt from scratch (for benchmarks/tests)
-        self._lease: Optional[Lease] = None
-        self._ids: list[int] = []
+        self._seq = Sequence()
 
     @property
     def ids(self) -> list[int]:
-        """The token ids the cache holds; empty again when the model evicted this sequence to make room."""
-        if self._lease is not None and not self._lease.alive:
-            self._lease, self._ids = None, []
-        return self._ids
+        """The token ids this decoder's cache holds (resident or spilled)."""
+        return self._seq.ids
+
+    def keep_as(self, key: Optional[str]) -> None:
+        """Names a saved session's cache (key: unique per session, and per soft prompt): once idle, its state may
+        be written to disk and outlive the process; an empty decoder picks up such a state saved earlier."""
+        self.scheduler.call(lambda table: table.bind(self._seq, key))
 
     def reset(self) -> None:
-        self.model.release(self._lease)
-        self._lease, self._ids = None, []
+        self.scheduler.call(lambda table: table.release(self._seq))
 
-    def _sequence(self, keep: Optional[Lease] = None) -> Lease:
-        """This decoder's sequence, claimed anew (empty) when it has none; `keep` is never evicted for it."""
-        if self._lease is None or not self._lease.alive:
-            self._lease, self._ids = self.model.claim(keep=keep), []
-        return self._lease
+    def close(self) -> None:
+        """Moves the cache out of the context (to RAM, or disk for a saved session); the next call restores it."""
+        self.scheduler.call(lambda table: table.spill(self._seq, to_disk=self._seq.key is not None))
 
     def adopt(self, ids: list[int], shared: SharedPrefix) -> None:
-        """Starts from a shared persona prefix (cells are shared, nothing is recomputed); stays empty if it was evicted."""
-        if not shared.lease.alive:
-            self.reset()
-            return
-        self.model.copy(shared.lease, self._sequence(keep=shared.lease), shared.length)
-        self._ids = list(ids[:shared.length])
+        """Starts from a shared persona prefix (cells are shared, nothing is recomputed)."""
+        self.scheduler.call(lambda table: table.copy(shared.seq, self._seq, min(shared.length, len(ids))))
 
     def snapshot(self, length: int) -> tuple[list[int], SharedPrefix]:
         """(ids, SharedPrefix) of the first `length` cached tokens; its sequence is freed when it is dropped."""
-        source = self._sequence()
-        length = min(length, len(self._ids))
-        lease = self.model.claim(keep=source)
-        self.model.copy(source, lease, length)
-        return self._ids[:length], SharedPrefix(lease, length)
+        target = Sequence()
+        self.scheduler.call(lambda table: table.copy(self._seq, target, length))
+        return list(target.ids), SharedPrefix(target, len(target.ids))
 
-    def _extend(self, ids: list[int], keep: int) -> tuple[np.ndarray, int]:
-        """Brings the cache to `ids`, of which the first `keep` are cached; returns (last logits (vocab,), tokens run)."""
-        lease = self._sequence()
-        keep = min(keep, len(self._ids))  # a newly claimed sequence holds nothing
-        if keep < len(self._ids):
-            keep = self.model.truncate(lease, keep)
-            del self._ids[keep:]
-        new = ids[keep:]
-        try:
-            logits = self.model.decode(lease, keep, batches(new, self._soft_rows))
-        except BaseException:
-            self.reset()  # a failed or interrupted decode leaves the sequence partly written
-            raise
-        self._ids.extend(new)
-        return logits, len(new)
+    def _run(self, work: Work):
+        self.scheduler.submit(work)
+        ran = 0
+        while True:
+            kind, value = work.events.get()
+            if kind == START:
+                ran = value
+            elif kind == LOGITS:
+                return value, ran
+            elif kind == ERROR:
+                raise value
+            elif kind == END:
+                raise InterruptedError("the llama.cpp scheduler stopped this work")
+
+    def _target(self, ids: list[int]) -> list[int]:
+        if not self.reuse_cache:
+            self.reset()
+        return list(ids)
 
     def prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Brings the cache to exactly `ids`; returns (logits of the last position (vocab,), tokens run)."""
         if not ids:
             raise ValueError("cannot prefill an empty prompt")
-        keep = common_prefix_length(self.ids, ids) if self.reuse_cache else 0
-        return self._extend(ids, min(keep, len(ids) - 1))  # the last token always runs, to get its logits
+        return self._run(Work(self._seq, self._target(ids), self._soft_rows))
 
     def step(self, token_id: int) -> np.ndarray:
         """Feeds one generated token; returns the next logits (vocab,)."""
-        ids = self.ids
-        return self._extend(ids + [token_id], len(ids))[0]
+        return self._run(Work(self._seq, self.ids + [token_id], self._soft_rows))[0]
+
+    def generate(self, ids: list[int], options: SamplingOptions,
+                 cancel: Optional[threading.Event] = None) -> TokenStream:
+        """Streams sampled tokens after `ids` (the cache is brought to them first), batched with every other
+        stream; ends on an eos token (not yielded), `options.max_new_tokens`, cancel or `close()`."""
+        if not ids:
+            raise ValueError("cannot prefill an empty prompt")
+        picker = TokenPicker(options) if options.max_new_tokens > 0 else None  # None: a prefill, no token
+        work = Work(self._seq, self._target(ids), self._soft_rows, picker=picker,
+                    max_new_tokens=options.max_new_tokens, eos=frozenset(options.eos_token_ids), cancel=cancel)
+        return TokenStream(self.scheduler, self.scheduler.submit(work))

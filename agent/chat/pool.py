@@ -17,11 +17,13 @@ MAX_CACHED_TOKENS = 65536  # KV-cached tokens over all open sessions, by default
 class SessionPool:
     """key -> open ChatSession. `open(key, make)` returns it (making it when absent) as the most recently used."""
 
-    def __init__(self, *, max_sessions: int = MAX_SESSIONS, max_cached_tokens: int = MAX_CACHED_TOKENS):
+    def __init__(self, *, max_sessions: int = MAX_SESSIONS, max_cached_tokens: int = MAX_CACHED_TOKENS,
+                 in_use: Callable[[Hashable], bool] = lambda key: False):
         if max_sessions < 1 or max_cached_tokens < 1:
             raise ValueError(f"a session pool needs max_sessions and max_cached_tokens >= 1, "
                              f"got {max_sessions} and {max_cached_tokens}")
         self.max_sessions, self.max_cached_tokens = max_sessions, max_cached_tokens
+        self.in_use = in_use  # key -> True while a request works on that session: trim passes it over
         self._open: OrderedDict[Hashable, object] = OrderedDict()
         self._lock = threading.RLock()
         self.closed = 0  # sessions closed to stay within the bounds
@@ -58,12 +60,14 @@ class SessionPool:
             found.close()
 
     def trim(self) -> None:
-        """Closes the least recently used sessions until both bounds hold; the newest one always stays open."""
+        """Closes the least recently used sessions not in use until both bounds hold; the newest one always stays."""
         with self._lock:
             while len(self._open) > 1 and (len(self._open) > self.max_sessions
                                            or self.cached_tokens() > self.max_cached_tokens):
-                _, dropped = self._open.popitem(last=False)
-                dropped.close()
+                key = next((k for k in list(self._open)[:-1] if not self.in_use(k)), None)
+                if key is None:
+                    return  # every older session is answering a request right now
+                self._open.pop(key).close()
                 self.closed += 1
 
     def cached_tokens(self) -> int:

@@ -36,6 +36,8 @@ def new_generator(seed: Optional[int], logits):
 
 def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Sequence[int],
                   generator: Optional[np.random.Generator]) -> int:
+    if options.temperature == 0 and (options.repetition_penalty == 1.0 or not context_ids):
+        return int(np.argmax(logits))  # plain greedy: no copy of the vocabulary's logits
     logits = logits.astype(np.float64, copy=True)
     if options.repetition_penalty != 1.0 and context_ids:
         seen = np.array(sorted(set(context_ids)), dtype=np.int64)
@@ -45,9 +47,11 @@ def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Seq
     if options.temperature == 0:
         return int(np.argmax(logits))
     logits = logits / options.temperature
+    candidates = np.arange(logits.shape[0])
     if options.top_k > 0 and options.top_k < logits.shape[0]:
         kth = np.partition(logits, -options.top_k)[-options.top_k]
-        logits[logits < kth] = -np.inf
+        candidates = np.flatnonzero(logits >= kth)  # ascending ids: ties keep the same order as a full sort
+        logits = logits[candidates]  # only these can be drawn: the rest of the work is over k values, not the vocab
     if options.top_p < 1.0:
         order = np.argsort(-logits, kind="stable")
         ordered = logits[order]
@@ -58,7 +62,7 @@ def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Seq
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     rng = generator if generator is not None else np.random.default_rng()
-    return int(rng.choice(len(probs), p=probs))
+    return int(candidates[rng.choice(len(probs), p=probs)])
 
 
 def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], generator=None) -> int:
@@ -90,3 +94,18 @@ def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], ge
         logits[order[drop]] = float("-inf")
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+class TokenPicker:
+    """One reply's sampling as a callable: `picker(logits, context_ids) -> token`, its seeded generator made
+    at the first call (what the llama.cpp scheduler runs at each stream's row)."""
+
+    def __init__(self, options: SamplingOptions):
+        self.options = options
+        self._generator = None
+        self._started = False
+
+    def __call__(self, logits, context_ids: Sequence[int]) -> int:
+        if not self._started:
+            self._generator, self._started = new_generator(self.options.seed, logits), True
+        return sample_next(logits, self.options, context_ids, self._generator)

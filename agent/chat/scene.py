@@ -290,6 +290,12 @@ class Scene:
         self.store.replace_last_reply(self.id, text)
         self.lines[-1] = Message("assistant", text, self.lines[-1].name)
 
+    def drop_last_lines(self, count: int) -> None:
+        """The newest `count` lines go, in memory and in the store (an API client received none of the reply)."""
+        if count:
+            self.store.remove_last(self.id, count)
+            self.lines = self.lines[:-count]
+
     def save(self, lines: list[Message]) -> None:
         if lines:
             self.store.append_lines(self.id, lines)

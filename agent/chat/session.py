@@ -71,6 +71,7 @@ class ChatSession:
         self.prefixes = prefixes  # shared persona-prefix KV caches
         self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
         self.decoder = decoder or backend.new_decoder(soft)  # CachedDecoder's interface (agent/chat/backends.py)
+        self._keep_cache()
         self.messages: list[Message] = store.messages(session_id)
         self.kept_from = 0  # history index where the prompt's kept turns start (see fit_prompt)
         self.last_stats = DecodeStats()
@@ -80,6 +81,19 @@ class ChatSession:
             top_k=chat.top_k, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
             eos_token_ids=backend.stop_token_ids)  # the defaults; `reply(sampling=)` overrides them per turn
         self.stops = with_turn_markers(stop_strings(persona.card, user_name) if persona else [], self.tokenizer)
+
+    def _keep_cache(self) -> None:
+        """A saved session names its KV cache (llama.cpp), so an idle one is spilled rather than dropped and a
+        restart picks it up; the soft prompt is part of the name (other vectors: other cells)."""
+        if not self.saved or not hasattr(self.decoder, "keep_as"):
+            return
+        soft = ""
+        if self.soft is not None:
+            import hashlib
+
+            rows = self.soft.detach().float().cpu().numpy() if hasattr(self.soft, "detach") else self.soft
+            soft = ":" + hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+        self.decoder.keep_as(f"session:{self.id}{soft}")
 
     @property
     def key(self) -> str:
@@ -118,9 +132,10 @@ class ChatSession:
         """This session's sampling with `changes` (max_new_tokens, temperature, top_p, seed, ...) that are not None."""
         return dataclasses.replace(self.sampling, **{k: v for k, v in changes.items() if v is not None})
 
-    def _fit(self, history: list[Message], context, budget: int) -> Prompt:
+    def _fit(self, history: list[Message], context, budget: int, cancel: Optional[threading.Event] = None) -> Prompt:
         """fit_prompt; when lore and memory leave no room for the card and the newest turn, they give way
-        (per-turn parts first, then the notes, then all of it) rather than the turn failing."""
+        (per-turn parts first, then the notes, then all of it) rather than the turn failing. Raises
+        Cancelled (agent/chat/prompt.py) once `cancel` is set."""
         lesser = [context, dataclasses.replace(context, recent="", depth=()),
                   dataclasses.replace(context, recent="", depth=(), notes=""), NO_CONTEXT]
         error = None
@@ -130,7 +145,8 @@ class ChatSession:
             try:
                 prompt = fit_prompt(self.tokenizer, self.card, history, self.user_name,
                                     budget=budget, kept_from=self.kept_from, with_card=self.with_card,
-                                    soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option)
+                                    soft_tokens=0 if self.soft is None else self.soft.shape[0], context=option,
+                                    cancel=cancel)
             except ValueError as e:
                 error = error or e
                 continue
@@ -141,15 +157,16 @@ class ChatSession:
             return prompt
         raise error
 
-    def prompt_for(self, history: list[Message], *, max_new_tokens: Optional[int] = None) -> Prompt:
+    def prompt_for(self, history: list[Message], *, max_new_tokens: Optional[int] = None,
+                   cancel: Optional[threading.Event] = None) -> Prompt:
         """The next prompt, leaving room for max_new_tokens. With lore and memory: a first fit without recalled
         turns finds the window, turns that left it are archived, then the prompt is fitted again with what the
-        new message recalls."""
+        new message recalls. Raises Cancelled once `cancel` is set."""
         budget = self.budget(max_new_tokens)
         if self.context is None or not self.adds_card:
-            return self._fit(history, NO_CONTEXT, budget)
-        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
-        return self._fit(history, self.context.build(history, self.kept_from), budget)
+            return self._fit(history, NO_CONTEXT, budget, cancel)
+        self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget, cancel)
+        return self._fit(history, self.context.build(history, self.kept_from), budget, cancel)
 
     def preview(self, history: list[Message], *, prefix: str = "") -> Prompt:
         """The prompt `prompt_for` would build after `history`, with nothing archived (for `personae prompt`)."""
@@ -178,7 +195,8 @@ class ChatSession:
     def _generate(self, history: list[Message], cancel: Optional[threading.Event],
                   sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = ()) -> Iterator[str]:
         sampling = sampling or self.sampling
-        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens), prefix)
+        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens,
+                                                        cancel=cancel), prefix)
         shared = None
         if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
@@ -199,7 +217,8 @@ class ChatSession:
               sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
         """Streams the persona's reply to `text`; the turn is saved when the stream ends (also when cancelled).
 
-        sampling: this reply's options (see `options`); default the session's.
+        sampling: this reply's options (see `options`); default the session's. A `cancel` set before the reply
+        starts, while its prompt is fitted, raises Cancelled (agent/chat/prompt.py) and saves nothing.
         """
         if not text.strip():
             raise ValueError("the message is empty")
@@ -243,6 +262,14 @@ class ChatSession:
         self.store.replace_last_reply(self.id, text)
         self.messages = self.messages[:-1] + [Message("assistant", text)]
 
+    def drop_last_turn(self) -> None:
+        """The last message and its reply go, in memory and in the store (an API client went away having
+        received none of the reply)."""
+        if not self.can_retry:
+            raise ValueError("the conversation does not end with a message and its reply")
+        self.store.remove_last(self.id, 2)
+        self.messages = self.messages[:-2]
+
     def replace_history(self, messages: list[Message]) -> None:
         """The conversation so far is `messages` (an API client resent or edited it); nothing is stored.
 
@@ -258,6 +285,7 @@ class ChatSession:
         continues there (memory follows it); the old one stays as it was. Returns the new session id."""
         new_id = self.store.fork_session(self.id, greeting, turns)
         self.id = new_id
+        self._keep_cache()
         if self.context is not None:
             self.context.session_id = new_id
         self.messages = self.store.messages(new_id)
@@ -270,8 +298,9 @@ class ChatSession:
         return len(self.decoder.ids)
 
     def close(self) -> None:
-        """Frees the KV cache (the history stays in the store); the session still works and recomputes its prompt."""
-        self.decoder.reset()
+        """Moves the KV cache out of memory (llama.cpp: spilled, to disk for a saved session; else freed); the
+        history stays in the store and the session still works."""
+        getattr(self.decoder, "close", self.decoder.reset)()
 
     # --- lore and memory (agent/chat/context.py) --------------------------------------------------
     def _needs_context(self):

@@ -1,9 +1,9 @@
 """One reply streamed from a decoder: sampling, end-of-turn tokens, stop strings, and its statistics.
 
-`ReplyStream(decoder, tokenizer, prompt_ids, options, stops)` works with any decoder that has
-`prefill(ids) -> (logits, ran)`, `step(token) -> logits` and `ids`: the transformers `CachedDecoder`
-(torch logits) and the llama.cpp `LlamaCppDecoder` (numpy logits). No torch import here, so a chat on
-llama.cpp runs without loading torch.
+`ReplyStream(decoder, tokenizer, prompt_ids, options, stops)` reads tokens from the decoder's `generate`
+(llama.cpp: sampled by the scheduler thread, batched with other streams) or, for a decoder without one (the
+transformers `CachedDecoder`), from `LocalTokens`, which prefills, samples and steps here. No torch import
+here, so a chat on llama.cpp runs without loading torch.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
-from .sampling import SamplingOptions, new_generator, sample_next
+from .sampling import SamplingOptions, TokenPicker
 from .template import StopCutter
 
 
@@ -40,10 +40,53 @@ class DecodeStats:
         return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds else 0.0
 
 
+class LocalTokens:
+    """`generate` for decoders without a scheduler (transformers' CachedDecoder): prefill, then sample and
+    step one token at a time on the calling thread. Same protocol as llama.cpp's TokenStream: iterate for
+    tokens (eos is not yielded); `ran` after the first token, `stopped_by` at the end, `close()` to stop."""
+
+    def __init__(self, decoder, ids: list[int], options: SamplingOptions, cancel: Optional[threading.Event]):
+        self.decoder, self.ids, self.options, self.cancel = decoder, ids, options, cancel
+        self.ran = 0
+        self.stopped_by = ""
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __iter__(self) -> Iterator[int]:
+        logits, self.ran = self.decoder.prefill(self.ids)
+        picker = TokenPicker(self.options)
+        eos = set(self.options.eos_token_ids)
+        produced = 0
+        while produced < self.options.max_new_tokens:
+            if self._closed or (self.cancel is not None and self.cancel.is_set()):
+                self.stopped_by = "cancelled"
+                return
+            token = picker(logits, self.decoder.ids)
+            if token in eos:
+                self.stopped_by = "eos"
+                return
+            produced += 1
+            yield token
+            if self._closed:
+                return
+            if produced < self.options.max_new_tokens:
+                logits = self.decoder.step(token)
+        self.stopped_by = "max_new_tokens"
+
+
+def generate(decoder, ids: list[int], options: SamplingOptions, cancel: Optional[threading.Event] = None):
+    """The decoder's own token stream (llama.cpp: batched by its scheduler), else `LocalTokens`."""
+    if hasattr(decoder, "generate"):
+        return decoder.generate(ids, options, cancel)
+    return LocalTokens(decoder, ids, options, cancel)
+
+
 @dataclass
 class ReplyStream:
     """Streams one reply: iterate for text pieces; `text` and `stats` are complete once iteration ends."""
-    decoder: CachedDecoder
+    decoder: object  # CachedDecoder or LlamaCppDecoder
     tokenizer: object
     prompt_ids: list[int]
     options: SamplingOptions
@@ -54,40 +97,38 @@ class ReplyStream:
 
     def __iter__(self) -> Iterator[str]:
         start = time.perf_counter()
-        logits, ran = self.decoder.prefill(self.prompt_ids)
-        self.stats = DecodeStats(prompt_tokens=len(self.prompt_ids), prefill_tokens=ran, started_at=start)
-        eos = set(self.options.eos_token_ids)
-        generator = new_generator(self.options.seed, logits)
+        tokens = generate(self.decoder, self.prompt_ids, self.options, self.cancel)
+        self.stats = DecodeStats(prompt_tokens=len(self.prompt_ids), started_at=start)
         generated: list[int] = []
         cutter = StopCutter(self.stop_strings)
         first_at = None
-        stopped_by = "max_new_tokens"
-        while len(generated) < self.options.max_new_tokens:
-            if self.cancel is not None and self.cancel.is_set():
-                stopped_by = "cancelled"
-                break
-            token = sample_next(logits, self.options, self.decoder.ids, generator)
-            if first_at is None:
-                first_at = time.perf_counter()
-                self.stats.time_to_first_token = first_at - start
-            if token in eos:
-                stopped_by = "eos"
-                break
-            generated.append(token)
-            piece = cutter.update(self.tokenizer.decode(generated, skip_special_tokens=True))
-            if piece:
-                yield piece
-            self.text = cutter.text
-            if cutter.stopped:
-                stopped_by = "stop string"
-                break
-            if len(generated) < self.options.max_new_tokens:
-                logits = self.decoder.step(token)
+        stopped_by = ""
+        try:
+            for token in tokens:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                    self.stats.time_to_first_token = first_at - start
+                if self.cancel is not None and self.cancel.is_set():
+                    stopped_by = "cancelled"
+                    break
+                generated.append(token)
+                piece = cutter.update(self.tokenizer.decode(generated, skip_special_tokens=True))
+                if piece:
+                    yield piece
+                self.text = cutter.text
+                if cutter.stopped:
+                    stopped_by = "stop string"
+                    break
+        finally:
+            tokens.close()
+        if first_at is None:
+            self.stats.time_to_first_token = time.perf_counter() - start
+        self.stats.prefill_tokens = tokens.ran
         rest = cutter.flush()
         if rest:
             yield rest
         self.text = cutter.text
         self.stats.new_tokens = len(generated)
         self.stats.decode_seconds = time.perf_counter() - first_at if first_at else 0.0
-        self.stats.stopped_by = stopped_by
+        self.stats.stopped_by = stopped_by or tokens.stopped_by or "cancelled"
         self.stats.stop_string = cutter.found

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 
+from ..logs import Redact, add_secret
+
 TOKEN_ENV = "DISCORD_TOKEN"
 PORTAL = "https://discord.com/developers/applications"
 
@@ -15,25 +17,13 @@ class BotError(RuntimeError):
     """The bot can't start: a missing or rejected token, or an intent not enabled. Never contains the token."""
 
 
-class _RedactToken(logging.Filter):
-    """Belt and braces: no log record leaves with the token in it."""
-
-    def __init__(self, token: str):
-        super().__init__()
-        self.token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "[DISCORD_TOKEN]"), None
-        return True
-
-
 def read_token() -> str:
+    """The token from DISCORD_TOKEN, registered as a secret: no log record or error line of personae's shows it."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise BotError(f"{TOKEN_ENV} is not set: create a bot in {PORTAL} (Bot > Reset Token) "
                        f"and export {TOKEN_ENV}=<token>")
+    add_secret(token)
     return token
 
 
@@ -45,9 +35,8 @@ def run_bot(agent, *, log_level: int = logging.INFO) -> None:
     from .brain import DiscordBrain
 
     token = read_token()
-    redact = _RedactToken(token)
     handler = logging.StreamHandler()
-    handler.addFilter(redact)
+    handler.addFilter(Redact())  # discord.py's records, and personae's that reach the root logger
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     bot = PersonaeBot(DiscordBrain(agent))
     try:

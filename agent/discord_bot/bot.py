@@ -1,6 +1,7 @@
 """The discord.py client: turns gateway events and slash commands into `DiscordBrain` calls and posts the results.
 
-Model work runs on one thread (`run_in_executor`), so the event loop keeps the gateway alive; persona replies
+Model work runs on a few threads (`run_in_executor`; on llama.cpp their decoding is batched), one message at a
+time per channel, so the event loop keeps the gateway alive and channels answer side by side; persona replies
 go out through a per-channel webhook named after the persona, or as plain bot messages without Manage Webhooks.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import functools
 import io
 import logging
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -16,14 +18,24 @@ import discord
 from discord import app_commands
 
 from ..models.engine import EngineError
+from ..untrusted_text import without_lone_surrogates
 from .brain import DiscordBrain, Incoming, Outgoing
 
 log = logging.getLogger("personae.discord")
 
+MODEL_THREADS = 8  # channels answered at once (each channel's messages are answered in order, one at a time)
 AUDIO_TYPES = ("audio/",)  # voice messages are audio/ogg; any audio attachment is transcribed
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 NO_WEBHOOK = ("I can't post as the characters here because I'm missing the **Manage Webhooks** permission, "
               "so I'll answer as myself. Give my role Manage Webhooks in this channel to fix it.")
+
+
+def reported(what: str, *args) -> str:
+    """Logs the exception being handled, `what` (a %-format of `args`) and its traceback under a new error id;
+    returns the short line for the channel, which shows the id and none of the exception's text."""
+    error_id = secrets.token_hex(3)
+    log.exception(what + " (error id %s)", *args, error_id)
+    return f"Sorry, I couldn't answer that (error id {error_id})."
 
 
 def intents() -> discord.Intents:
@@ -41,7 +53,8 @@ class PersonaeBot(discord.Client):
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none(), **options)
         self.brain = brain
         self.tree = app_commands.CommandTree(self)
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personae-discord-model")
+        self.model_thread = ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="personae-discord-model")
+        self._channel_locks: dict[int, asyncio.Lock] = {}
         self._webhooks: dict[tuple[int, str], Optional[discord.Webhook]] = {}  # (parent channel, slug) -> hook
         self._own_webhook_ids: set[int] = set()
         self._told_no_webhook: set[int] = set()
@@ -58,8 +71,17 @@ class PersonaeBot(discord.Client):
         self.model_thread.shutdown(wait=False, cancel_futures=True)
 
     async def run_model(self, fn: Callable, *args):
-        """Runs blocking model work on the model thread; the event loop keeps serving Discord meanwhile."""
+        """Runs blocking model work on a model thread; the event loop keeps serving Discord meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
+
+    def channel_lock(self, channel_id: int) -> asyncio.Lock:
+        """Held while a channel's message or command is answered: its conversation takes one at a time, in order."""
+        found = self._channel_locks.get(channel_id)
+        if found is None:
+            if len(self._channel_locks) > 1024:  # forget idle channels' locks
+                self._channel_locks = {k: v for k, v in self._channel_locks.items() if v.locked()}
+            found = self._channel_locks[channel_id] = asyncio.Lock()
+        return found
 
     # -- messages --
 
@@ -68,11 +90,11 @@ class PersonaeBot(discord.Client):
         reply_to = message.reference.resolved if message.reference else None
         reply_to_bot = isinstance(reply_to, discord.Message) and (
             (me is not None and reply_to.author.id == me.id) or reply_to.webhook_id in self._own_webhook_ids)
-        text = message.content
+        text = without_lone_surrogates(message.content)  # JSON can spell "\\ud800": replaced, as a chat isn't bounced
         if me is not None:
             text = text.replace(f"<@{me.id}>", "").replace(f"<@!{me.id}>", "")
         return Incoming(channel_id=message.channel.id, author_id=message.author.id,
-                        author_name=message.author.display_name, text=text.strip(),
+                        author_name=without_lone_surrogates(message.author.display_name), text=text.strip(),
                         is_dm=isinstance(message.channel, discord.DMChannel),
                         mentioned=me is not None and me in message.mentions, reply_to_bot=reply_to_bot,
                         from_bot=message.author.bot, from_webhook=message.webhook_id is not None, audio=audio)
@@ -88,21 +110,21 @@ class PersonaeBot(discord.Client):
                     await message.reply(limited, mention_author=False)
                 return
             audio = tuple([(a.filename, await a.read()) for a in audio_attachments(message)])
-            replies = self.brain.replies(self.incoming(message, audio))  # a scene posts each persona's line as it ends
-            while True:
-                async with message.channel.typing():
-                    out = await self.run_model(next, replies, None)
-                if out is None:
-                    break
-                await self.post(message.channel, out)
+            async with self.channel_lock(message.channel.id):
+                replies = self.brain.replies(self.incoming(message, audio))  # a scene posts each line as it ends
+                while True:
+                    async with message.channel.typing():
+                        out = await self.run_model(next, replies, None)
+                    if out is None:
+                        break
+                    await self.post(message.channel, out)
         except discord.HTTPException as e:
             log.warning("Discord refused a request in channel %s: %s", message.channel.id, e)
         except EngineError as e:  # the LM engine (lm.url) failed: its address stays in the log, not the channel
             log.error("could not answer in channel %s: %s", message.channel.id, e)
             await self.say(message.channel, "Sorry, the language model is not answering right now; try again soon.")
-        except Exception as e:  # noqa: BLE001 - one bad message must not take the bot down
-            log.exception("could not answer a message in channel %s", message.channel.id)
-            await self.say(message.channel, f"Sorry, something went wrong: {type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001 - one bad message must not take the bot down
+            await self.say(message.channel, reported("could not answer a message in channel %s", message.channel.id))
 
     async def say(self, channel, text: str) -> None:
         try:
@@ -174,12 +196,12 @@ def add_commands(bot: PersonaeBot) -> None:
     async def answer(interaction: discord.Interaction, fn: Callable, *args, ephemeral: bool = False) -> None:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
         try:
-            text = await bot.run_model(fn, *args)
+            async with bot.channel_lock(interaction.channel_id):
+                text = await bot.run_model(fn, *args)
         except (LookupError, ValueError) as e:
             text = str(e)
-        except Exception as e:  # noqa: BLE001
-            log.exception("slash command failed")
-            text = f"Sorry, something went wrong: {type(e).__name__}"
+        except Exception:  # noqa: BLE001
+            text = reported("a slash command failed in channel %s", interaction.channel_id)
         try:
             await interaction.followup.send(text[:2000], ephemeral=ephemeral)
         except discord.HTTPException as e:
@@ -218,7 +240,8 @@ def add_commands(bot: PersonaeBot) -> None:
     async def post_from_command(interaction: discord.Interaction, fn: Callable, *args, done: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            out = await bot.run_model(fn, *args)
+            async with bot.channel_lock(interaction.channel_id):
+                out = await bot.run_model(fn, *args)
             text = done
         except (LookupError, ValueError) as e:
             out, text = None, str(e)

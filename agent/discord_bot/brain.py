@@ -2,7 +2,8 @@
 
 `DiscordBrain` takes an `Incoming` (ids, flags, text, audio bytes) and hands back an `Outgoing` (chunks to
 post, as which persona, with which avatar and audio); `bot.py` only translates Discord events to and from these.
-Methods that touch the models (`answer`, `retry`, commands) block: call them on the model thread.
+Methods that touch the models (`answer`, `retry`, commands) block: call them on a model thread, one call at a
+time per channel (the bot holds a lock per channel).
 """
 from __future__ import annotations
 
@@ -51,16 +52,23 @@ class Outgoing:
 
 
 class RateLimiter:
-    """At most `limit` messages per user in any `window` seconds; says once per window when someone is over."""
+    """At most `limit` messages per user in any `window` seconds; says once per window when someone is over.
+
+    Users silent for a whole window are forgotten (swept at most once a window), so the memory held is
+    bounded by who wrote in the last two windows, not by everyone who ever wrote.
+    """
 
     def __init__(self, limit: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.limit, self.window, self.clock = limit, window, clock
         self._times: dict[int, deque] = {}
         self._warned: dict[int, float] = {}
+        self._swept = clock()
 
     def check(self, user_id: int) -> tuple[bool, Optional[float]]:
         """(allowed, None) or (False, seconds until allowed); the seconds are None when already told."""
         now = self.clock()
+        if now - self._swept >= self.window:
+            self._sweep(now)
         times = self._times.setdefault(user_id, deque())
         while times and now - times[0] >= self.window:
             times.popleft()
@@ -73,6 +81,13 @@ class RateLimiter:
             return False, None
         self._warned[user_id] = now
         return False, wait
+
+    def _sweep(self, now: float) -> None:
+        """Drops the users whose every message is older than the window (and their warnings)."""
+        for user_id in [u for u, times in self._times.items() if not times or now - times[-1] >= self.window]:
+            del self._times[user_id]
+            self._warned.pop(user_id, None)
+        self._swept = now
 
 
 class DiscordBrain:
@@ -105,7 +120,7 @@ class DiscordBrain:
         return (f"You're sending messages faster than I can answer. Give me {max(1, round(wait))} s "
                 f"and try again.")
 
-    # -- model work (blocking: run on the model thread) --
+    # -- model work (blocking: run on a model thread, one at a time per channel) --
 
     def session(self, channel_id: int, user_name: Optional[str] = None, *, fresh: bool = False):
         """This channel's conversation: the open one, else its latest stored one resumed (fresh: a new one)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -28,13 +29,18 @@ class ChannelConfig:
     scene: Optional[int] = None  # the group scene (its session id) answering here, or None: the one persona
 
 
-class ChannelSettings:
-    """Reads once per channel, then from memory; writes go straight to SQLite."""
+MAX_CACHED = 1024  # channels whose settings stay in memory; the least recently read are read again from SQLite
 
-    def __init__(self, database: Path):
+
+class ChannelSettings:
+    """Reads a channel's row once, then from memory (the `max_cached` most recently used channels); writes go
+    straight to SQLite."""
+
+    def __init__(self, database: Path, *, max_cached: int = MAX_CACHED):
         self.database = Path(database)
+        self.max_cached = max_cached
         self._lock = threading.Lock()  # read on the event loop, written on the model thread
-        self._cache: dict[str, ChannelConfig] = {}
+        self._cache: OrderedDict[str, ChannelConfig] = OrderedDict()
         with self._connect() as db:
             db.execute(SCHEMA)
             if "scene" not in {row[1] for row in db.execute("PRAGMA table_info(discord_channels)")}:
@@ -50,9 +56,16 @@ class ChannelSettings:
                 with self._connect() as db:
                     row = db.execute("SELECT persona, always, voice, scene FROM discord_channels WHERE channel = ?",
                                      (channel,)).fetchone()
-                self._cache[channel] = ChannelConfig(row[0], bool(row[1]), bool(row[2]), row[3]) if row \
-                    else ChannelConfig()
+                self._remember(channel, ChannelConfig(row[0], bool(row[1]), bool(row[2]), row[3]) if row
+                               else ChannelConfig())
+            self._cache.move_to_end(channel)
             return self._cache[channel]
+
+    def _remember(self, channel: str, config: ChannelConfig) -> None:
+        self._cache[channel] = config
+        self._cache.move_to_end(channel)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
 
     def update(self, channel: str, **changes) -> ChannelConfig:
         """Changes some of persona/always/voice/scene for `channel` and saves the row."""
@@ -63,5 +76,5 @@ class ChannelSettings:
                            "ON CONFLICT(channel) DO UPDATE SET persona = excluded.persona, "
                            "always = excluded.always, voice = excluded.voice, scene = excluded.scene",
                            (channel, new.persona, int(new.always), int(new.voice), new.scene))
-            self._cache[channel] = new
+            self._remember(channel, new)
         return new

@@ -1,6 +1,8 @@
 """Terminal chat: read a line, stream the persona's reply, handle /commands. Calls only the Agent API.
 
-Ctrl-C while a reply streams stops that reply (what was written is kept); Ctrl-D or /quit leaves.
+Ctrl-C while a reply streams stops that reply (what was written is kept); Ctrl-D or /quit leaves. A turn
+that can't be answered (a prompt too long for the context, an LM engine that is down) is one line on
+stderr and the chat goes on. Card text and names are printed through `for_terminal`.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..agent import Agent
+from ..chat.prompt import Cancelled
+from ..untrusted_text import for_terminal, lone_surrogate, surrogate_problem
 
 HELP = """commands:
   /retry          regenerate the last reply
@@ -33,6 +38,11 @@ HELP = """commands:
   /quit           leave (Ctrl-D too); Ctrl-C stops a reply mid-way"""
 SCENE_ONLY = ("next", "leave", "scene")
 NOT_IN_SCENES = ("retry", "persona", "remember", "forget", "memory", "lore", "listen")
+
+
+def _shown(name: str) -> str:
+    """A name (from a card or the user) for a rich markup string on the terminal."""
+    return escape(for_terminal(name))
 
 
 @contextmanager
@@ -75,22 +85,32 @@ class TerminalChat:
         self.replies_spoken = 0
 
     def _write(self, text: str) -> None:
-        self.out.write(text)
+        self.out.write(for_terminal(text, lines=True))  # card text and replies may hold escape or bidi codes
         self.out.flush()
 
     def _stream(self, start: Callable[[threading.Event], Iterator[str]], session=None,
                 cancel: Optional[threading.Event] = None) -> None:
         """Writes the pieces of `start(cancel)` as `session`'s persona (default this chat's) as they come;
-        Ctrl-C sets `cancel`."""
+        Ctrl-C sets `cancel` (before the reply began: while its prompt was fitted, nothing is kept)."""
         session = session or self.session
         cancel = cancel or threading.Event()
         speech, sink = self._speech(session) if self.voice else (None, None)
         self._write(f"{session.persona.name}: ")
-        with _ctrl_c_cancels(cancel):
-            for piece in start(cancel):
-                self._write(piece)
-                if speech:
-                    speech.feed(piece)
+        began = True
+        try:
+            with _ctrl_c_cancels(cancel):
+                try:
+                    for piece in start(cancel):
+                        self._write(piece)
+                        if speech:
+                            speech.feed(piece)
+                except Cancelled:
+                    began = False
+        except Exception:
+            self._write("\n")  # end the reply's line; `answer` says why it stopped
+            if speech:
+                speech.close()
+            raise
         self._write("\n")
         if speech:
             stats = speech.close()
@@ -98,7 +118,9 @@ class TerminalChat:
                 self.err.print(f"[dim]audio: {path}[/dim]", highlight=False)
             for error in stats.errors:
                 self.err.print(f"[yellow]speech failed: {error}[/yellow]", markup=False)
-        if cancel.is_set():
+        if not began:
+            self.err.print("[dim](stopped before the reply began; nothing was kept)[/dim]")
+        elif cancel.is_set():
             self.err.print("[dim](stopped; the partial reply was kept — /retry to regenerate)[/dim]")
 
     def _speech(self, session):
@@ -130,7 +152,7 @@ class TerminalChat:
 
     def _show_start(self, resumed: bool) -> None:
         s = self.session
-        self.err.print(f"[bold]{s.persona.name}[/bold] [dim](session {s.id}; /help for commands)[/dim]")
+        self.err.print(f"[bold]{_shown(s.persona.name)}[/bold] [dim](session {s.id}; /help for commands)[/dim]")
         if resumed:
             for m in s.messages[-4:]:
                 who = s.persona.name if m.role == "assistant" else s.user_name
@@ -140,7 +162,7 @@ class TerminalChat:
 
     def _show_scene_start(self, resumed: bool) -> None:
         scene = self.scene
-        names = ", ".join(s.persona.name for s in scene.members.values())
+        names = ", ".join(_shown(s.persona.name) for s in scene.members.values())
         self.err.print(f"[bold]{names}[/bold] [dim](scene {scene.id}; /help for commands)[/dim]", markup=True,
                        highlight=False)
         for line in scene.lines[-4:] if resumed else scene.lines:
@@ -148,6 +170,7 @@ class TerminalChat:
 
     def scene_command(self, name: str, arg: str) -> None:
         """/invite, /leave, /next, /scene, and /history and /reset of a scene."""
+        from ..models.engine import EngineError
         from ..persona.store import UnknownPersona
 
         try:
@@ -157,11 +180,11 @@ class TerminalChat:
                     self.scene = self.agent.open_scene([s.persona.slug], user_name=s.user_name, opening=[
                         m if m.role == "user" else type(m)(m.role, m.content, s.persona.slug) for m in s.messages])
                 joined = self.scene.invite(arg)
-                self.err.print(f"[dim]{joined.persona.name} joins the scene[/dim]", highlight=False)
+                self.err.print(f"[dim]{_shown(joined.persona.name)} joins the scene[/dim]", highlight=False)
             elif name == "leave":
                 if len(self.scene.members) == 1:
                     raise ValueError("the scene needs someone in it; /quit to leave it")
-                self.err.print(f"[dim]{self.scene.leave(arg)} leaves the scene[/dim]", highlight=False)
+                self.err.print(f"[dim]{_shown(self.scene.leave(arg))} leaves the scene[/dim]", highlight=False)
                 self.session = next(iter(self.scene.members.values()))
             elif name == "next":
                 self.scene_turn(None, speaker=arg)
@@ -176,8 +199,8 @@ class TerminalChat:
             elif name == "reset":
                 self.scene = self.agent.open_scene(list(self.scene.members), user_name=self.scene.user_name)
                 self._show_scene_start(resumed=False)
-        except (ValueError, UnknownPersona) as e:
-            self.err.print(str(e), markup=False)
+        except (ValueError, UnknownPersona, EngineError) as e:  # /next's turn too: nothing of it was saved
+            self.err.print(for_terminal(str(e)), markup=False)
 
     def scene_report(self) -> str:
         scene = self.scene
@@ -194,9 +217,12 @@ class TerminalChat:
     def scene_turn(self, text: Optional[str], *, speaker: Optional[str] = None) -> None:
         cancel = threading.Event()
         answered = False
-        for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
-            self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
-            answered = True
+        try:
+            for reply in self.scene.turn(text, speaker=speaker, cancel=cancel):
+                self._stream(lambda c, reply=reply: iter(reply), session=reply.speaker, cancel=cancel)
+                answered = True
+        except Cancelled:  # Ctrl-C while a line's prompt was fitted (_stream said so): the turn ends
+            return
         if not answered:
             self.err.print(f"[dim](nobody answers on their own with scene.strategy={self.scene.config.strategy}; "
                            f"/next NAME chooses)[/dim]", highlight=False)
@@ -221,7 +247,7 @@ class TerminalChat:
             if not self.session.can_retry:
                 self.err.print("there is no reply to retry yet")
             else:
-                self._stream(lambda cancel: self.session.retry(cancel=cancel))
+                self.answer(lambda: self._stream(lambda cancel: self.session.retry(cancel=cancel)))
         elif name == "reset":
             self.session = self.agent.open_session(self.session.persona.slug, user_name=self.session.user_name)
             self._show_start(resumed=False)
@@ -312,27 +338,47 @@ class TerminalChat:
 
     def turn(self, text: str) -> None:
         if self.scene is not None:
-            self.scene_turn(text)
-            return
-        self._stream(lambda cancel: self.session.reply(text, cancel=cancel))
+            self.answer(lambda: self.scene_turn(text))
+        else:
+            self.answer(lambda: self._stream(lambda cancel: self.session.reply(text, cancel=cancel)))
+
+    def answer(self, run: Callable[[], None]) -> None:
+        """Runs a turn; when it can't be answered, says why in one line and the chat goes on. A reply is
+        saved only when it ends, so the failed one left nothing behind."""
+        from ..models.engine import EngineError
+        from ..models.llamacpp import KVFull
+
+        try:
+            run()
+        except (ValueError, EngineError, KVFull) as e:
+            self.err.print(f"personae: no reply: {for_terminal(str(e))} (nothing of it was saved; the chat goes on)",
+                           markup=False, highlight=False)
 
     def loop(self, read=input) -> int:
         with _ctrl_c_interrupts():
             return self._loop(read)
 
     def _loop(self, read) -> int:
-        prompt = f"{self.scene.user_name if self.scene is not None else self.session.user_name}> "
+        prompt = for_terminal(f"{self.scene.user_name if self.scene is not None else self.session.user_name}> ")
         while True:
             try:
                 line = read(prompt)
             except EOFError:
                 self._write("\n")
                 return 0
+            except UnicodeDecodeError as e:  # a strict UTF-8 stdin given other bytes
+                self.err.print(f"that line was not sent: it is not UTF-8 text ({e.reason})", markup=False)
+                continue
             except KeyboardInterrupt:
                 self.err.print("\n[dim](Ctrl-D or /quit to leave)[/dim]")
                 continue
             line = line.strip()
             if not line:
+                continue
+            found = lone_surrogate(line)  # bytes that are not UTF-8, read with surrogateescape
+            if found:
+                self.err.print(f"that line was not sent: it {surrogate_problem(found[1])} (not UTF-8 input?)",
+                               markup=False)
                 continue
             if line.startswith("/"):
                 if not self.command(line):

@@ -3,7 +3,7 @@ its chat template rendered by transformers' own renderer (which imports no torch
 
 `from transformers import AutoTokenizer` imports torch (about 500 MB of RSS with the CUDA build), which the
 llama.cpp and engine backends otherwise never need; `load_chat_tokenizer(folder)` gives them the part of the
-tokenizer API personae's chat uses: `tokenizer(text, add_special_tokens=False)["input_ids"]`, `decode`,
+tokenizer API personae's chat uses: `tokenizer(text, add_special_tokens=False)["input_ids"]`, `decode`, `get_vocab`,
 `apply_chat_template(..., tokenize=False)`, `eos_token_id`, `all_special_tokens` / `all_special_ids` and
 `added_tokens_decoder`. tests/test_chat_tokenizer.py checks it against AutoTokenizer on the same folder.
 """
@@ -66,6 +66,10 @@ class ChatTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token -> id, added tokens included (prompt fitting bounds a text's tokens by its longest entry)."""
+        return self._tokenizer.get_vocab(with_added_tokens=True)
 
     def convert_tokens_to_ids(self, token: str) -> Optional[int]:
         return self._tokenizer.token_to_id(token)

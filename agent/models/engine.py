@@ -9,12 +9,17 @@ start (`GET /v1/models`) so a wrong URL or model fails before the first turn. Th
 Every failure is an `EngineError` that names the URL and says what came back; connection failures, 429 and
 5xx before the first streamed byte are retried a bounded number of times, nothing is retried once text
 has been streamed (a turn is stored only when its stream ends, so a cut stream stores nothing).
+
+One client serves every session and thread: its pooled `httpx.Client` (thread-safe, keep-alive) carries at most
+`max_concurrency` streams at once, so one personae process feeds the engine's own batching (vLLM, llama.cpp's
+`llama-server -np N`); a stream past that waits for a free slot, cancellable, and at most `timeout` seconds.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -62,21 +67,31 @@ def _excerpt(response) -> str:
 @dataclass
 class EngineClient:
     """url: the server's base URL; model: the name it serves the LM under; timeout: seconds to wait for
-    the first byte and between streamed chunks; retries: extra tries of a request that failed before it
-    streamed anything."""
+    the first byte and between streamed chunks (and, apart, for a free slot); retries: extra tries of a
+    request that failed before it streamed anything; max_concurrency: streams in flight at once, over all
+    threads (more wait for a slot).
+
+    Thread-safe: many threads may stream through one client at once."""
     url: str
     model: str = ""
     timeout: float = 60.0
     retries: int = 2
+    max_concurrency: int = 8
 
     def __post_init__(self):
         import httpx
 
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         self.url = base_url(self.url)
         key = os.environ.get(API_KEY_ENV, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # a connection per stream in flight, plus two so /v1/models and /tokenize never queue behind streams
+        connections = self.max_concurrency + 2
         self._http = httpx.Client(base_url=self.url, headers=headers,
+                                  limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
                                   timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)))
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
 
     def close(self) -> None:
         self._http.close()
@@ -154,12 +169,37 @@ class EngineClient:
                     return tokens
         return None
 
-    def stream_completion(self, body: dict) -> Iterator[dict]:
+    def _take_slot(self, cancel: Optional[threading.Event]) -> bool:
+        """Waits for one of the `max_concurrency` stream slots: True once taken, False when `cancel` is set first;
+        EngineError (503) after `timeout` seconds of waiting."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            wait = deadline - time.monotonic()
+            if cancel is not None and cancel.is_set():
+                return False
+            if wait <= 0:
+                raise EngineError(f"{self.max_concurrency} requests to the LM engine at {self.url} were still in flight "
+                                  f"after {self.timeout:g} s; this one stopped waiting (lm.max_concurrency, lm.timeout)",
+                                  status=503)
+            if self._slots.acquire(timeout=min(wait, 0.05) if cancel is not None else wait):
+                return True
+
+    def stream_completion(self, body: dict, cancel: Optional[threading.Event] = None) -> Iterator[dict]:
         """POST /v1/completions with stream=true: the parsed `data:` chunks until `[DONE]`.
 
-        Retries (see `_send`) only before the response starts; a stream that breaks later raises EngineError.
-        Closing the generator closes the connection, which stops the engine's generation.
+        Holds one of the `max_concurrency` slots from the first `next()` until the generator ends or is closed;
+        while it waits for one, setting `cancel` ends it with no chunks. Retries (see `_send`) only before the
+        response starts; a stream that breaks later raises EngineError. Closing the generator closes the
+        connection, which stops the engine's generation.
         """
+        if not self._take_slot(cancel):
+            return
+        try:
+            yield from self._stream_completion(body)
+        finally:
+            self._slots.release()
+
+    def _stream_completion(self, body: dict) -> Iterator[dict]:
         import httpx
 
         path = "/v1/completions"
@@ -194,10 +234,11 @@ class EngineClient:
             response.close()
 
 
-def load_engine(url: str, *, model: str = "", timeout: float = 60.0, retries: int = 2) -> EngineClient:
+def load_engine(url: str, *, model: str = "", timeout: float = 60.0, retries: int = 2,
+                max_concurrency: int = 8) -> EngineClient:
     """A client for the engine at `url`, checked: it answers /v1/models and serves `model` (default: the
     only or first model it lists). EngineError naming the URL otherwise; never hangs past `timeout`."""
-    client = EngineClient(url, model=model, timeout=timeout, retries=retries)
+    client = EngineClient(url, model=model, timeout=timeout, retries=retries, max_concurrency=max_concurrency)
     served = [m["id"] for m in client.models()]
     if not model:
         if not served:
@@ -206,5 +247,5 @@ def load_engine(url: str, *, model: str = "", timeout: float = 60.0, retries: in
     elif model not in served:
         log.warning("the LM engine at %s lists %s, not %r; asking for %r anyway (aliases)", client.url,
                     ", ".join(served) or "no models", model, model)
-    log.info("LM engine %s, model %s", client.url, client.model)
+    log.info("LM engine %s, model %s, at most %d requests at once", client.url, client.model, max_concurrency)
     return client

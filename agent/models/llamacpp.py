@@ -1,15 +1,14 @@
 """Loads a GGUF into llama.cpp (llama-cpp-python's low-level API) for fast chat on the CPU.
 
 `load_llamacpp(path)` hands a `LlamaCppModel` to the llamacpp chat backend: one llama.cpp context whose
-unified KV cache holds one sequence per session and per shared persona prefix. Sharing a prefix between
-sequences copies no data (`llama_memory_seq_cp` tags the same cells with both sequences).
+unified KV cache holds one sequence per session and per shared persona prefix, and the native calls on it
+(decode a batch, read a row's logits, remove/copy/save/restore a sequence). Which sequence holds what is
+decided by agent/generation/, the only caller.
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import logging
-import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ INSTALL = (f"scripts/install.sh in a checkout (it builds it with the right flags
            f"(a source build: cmake and a C++ compiler, 10 to 15 minutes; on CPUs that report AMX, pass the CMAKE_ARGS "
            f"scripts/install.sh uses, or llama.cpp dies with SIGILL)")
 BATCH = 512  # tokens per llama_decode call; bounds the compute buffers, like PREFILL_CHUNK for transformers
-MAX_SEQUENCES = 64  # sessions and shared prefixes held at once; the least recently used is evicted past this
+MAX_SEQUENCES = 64  # sequences resident at once (sessions, shared prefixes); agent/generation spills idle ones past this
 
 log = logging.getLogger(__name__)
 _backend_ready = False
@@ -62,8 +61,9 @@ def _init_backend(llama_cpp) -> None:
 
     @llama_cpp.llama_log_callback
     def quiet(level, text, _user_data):
-        if level == 3:  # GGML_LOG_LEVEL_ERROR
-            log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        message = text.decode("utf-8", "replace").rstrip()
+        if level == 3 and "failed to find a memory slot" not in message:  # GGML_LOG_LEVEL_ERROR; a full cache is
+            log.error("llama.cpp: %s", message)  # not one: the scheduler spills an idle sequence and decodes again
 
     _quiet_log = quiet
     llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
@@ -72,17 +72,7 @@ def _init_backend(llama_cpp) -> None:
 
 
 class KVFull(RuntimeError):
-    """No room left in the KV cache, even after evicting every other sequence."""
-
-
-class Lease:
-    """One llama.cpp sequence id held by a decoder or a prefix snapshot. `alive` turns False when the model
-    evicts it to make room; its owner must then start again from an empty cache."""
-    __slots__ = ("seq", "alive", "__weakref__")
-
-    def __init__(self, seq: int):
-        self.seq = seq
-        self.alive = True
+    """No room left in the KV cache for a sequence, even with every idle one spilled."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +96,10 @@ def _views(raw, n_embd: int) -> _Batch:
 
 
 class LlamaCppModel:
-    """A GGUF model, one context, and the sequences of its unified KV cache.
+    """A GGUF model, one context with a unified KV cache of `kv_tokens` cells, and the native calls on them.
 
-    Thread-safe: every call that touches the context holds one lock, so sessions driven from different
-    threads take turns (the logits buffer is shared).
+    Not thread-safe, and holds no policy: the generation scheduler (agent/generation/scheduler.py) is its only
+    caller once chat starts, and decides which sequence holds which cells.
     """
 
     def __init__(self, path: Path, *, threads: int, kv_tokens: int, architecture: str = "?"):
@@ -129,7 +119,7 @@ class LlamaCppModel:
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_tokens  # cells shared by every sequence (kv_unified)
-        params.n_batch = params.n_ubatch = BATCH
+        params.n_batch = params.n_ubatch = BATCH  # one ubatch per call: a call that finds no cells changes nothing
         params.n_seq_max = MAX_SEQUENCES
         params.kv_unified = True  # one cell pool: seq_cp shares prefix cells instead of copying them
         params.n_threads = params.n_threads_batch = threads
@@ -143,14 +133,11 @@ class LlamaCppModel:
             llama_cpp.llama_model_free(self._model)
             raise RuntimeError(f"llama.cpp could not create a context of {kv_tokens} tokens for {path}")
         self.kv_tokens = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_seq_max = MAX_SEQUENCES
         self.threads = threads
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._tokens = _views(llama_cpp.llama_batch_init(BATCH, 0, 1), 0)
         self._embeds = _views(llama_cpp.llama_batch_init(BATCH, self.n_embd, 1), self.n_embd)
-        self._lock = threading.RLock()
-        self._free = list(range(MAX_SEQUENCES - 1, -1, -1))  # pop() hands out 0 first
-        self._held: collections.OrderedDict[int, weakref.ref] = collections.OrderedDict()  # seq -> lease, LRU first
-        self._orphans: collections.deque[int] = collections.deque()  # seqs of leases collected without release()
         self._finalizer = weakref.finalize(self, _free_native, llama_cpp, self._model, self._ctx,
                                            [self._tokens.raw, self._embeds.raw])
 
@@ -162,118 +149,57 @@ class LlamaCppModel:
         """The native llama_vocab pointer, for llama.cpp samplers built on this model (grammars)."""
         return self._vocab
 
-    # --- sequences -----------------------------------------------------------------------------
-    def claim(self, keep: Optional[Lease] = None) -> Lease:
-        """A fresh, empty sequence; evicts the least recently used one (never `keep`) when all are held."""
-        with self._lock:
-            self._collect()
-            if not self._free and not self._evict(keep=keep):
-                raise KVFull(f"all {MAX_SEQUENCES} llama.cpp sequences are in use")
-            lease = Lease(self._free.pop())
-            self._held[lease.seq] = weakref.ref(lease, lambda _, seq=lease.seq, orphans=self._orphans: orphans.append(seq))
-            return lease
+    # --- one batch -----------------------------------------------------------------------------
+    def decode(self, rows: np.ndarray, pos: np.ndarray, seqs: np.ndarray, want: np.ndarray) -> int:
+        """One llama_decode call over at most BATCH rows; returns its code (0 ok, 1 no free cells, else an error).
 
-    def release(self, lease: Optional[Lease]) -> None:
-        """Frees the sequence and its KV cells (cells shared with other sequences stay)."""
-        if lease is None:
-            return
-        with self._lock:
-            if lease.alive:
-                self._drop(lease.seq)
-                lease.alive = False
-
-    def _drop(self, seq: int) -> None:
-        self._c.llama_memory_seq_rm(self._memory, seq, -1, -1)
-        del self._held[seq]  # its weakref goes too, so no orphan callback follows
-        self._free.append(seq)
-
-    def _collect(self) -> None:
-        """Frees the sequences of leases that were garbage-collected (a dropped session or prefix)."""
-        while self._orphans:
-            seq = self._orphans.popleft()
-            ref = self._held.get(seq)
-            if ref is not None and ref() is None:
-                self._drop(seq)
-
-    def _evict(self, keep: Optional[Lease]) -> bool:
-        """Drops the least recently used sequence other than `keep`; False when there is none."""
-        for seq, ref in self._held.items():
-            lease = ref()
-            if lease is not None and lease is not keep:
-                lease.alive = False
-                self._drop(seq)
-                return True
-        return False
-
-    def _touch(self, lease: Lease) -> None:
-        if not lease.alive:
-            raise ValueError("this sequence was evicted; claim a new one")
-        self._held.move_to_end(lease.seq)
-
-    def truncate(self, lease: Lease, length: int) -> int:
-        """Keeps the first `length` positions of the sequence; returns how many it kept (0 if it had to clear)."""
-        with self._lock:
-            self._touch(lease)
-            if self._c.llama_memory_seq_rm(self._memory, lease.seq, length, -1):
-                return length
-            self._c.llama_memory_seq_rm(self._memory, lease.seq, -1, -1)
-            return 0
-
-    def copy(self, source: Lease, target: Lease, length: int = -1) -> None:
-        """Makes `target` hold the first `length` positions of `source` (all with -1), sharing their cells."""
-        with self._lock:
-            self._touch(source)
-            self._touch(target)
-            self._c.llama_memory_seq_rm(self._memory, target.seq, -1, -1)
-            self._c.llama_memory_seq_cp(self._memory, source.seq, target.seq, 0, length)
-
-    # --- decoding ------------------------------------------------------------------------------
-    def decode(self, lease: Lease, start: int, pieces: Sequence[np.ndarray]) -> np.ndarray:
-        """Appends `pieces` to the sequence at positions start, start+1, ...; returns the last one's logits.
-
-        pieces: int32 token ids (n,) or float32 input embeddings (n, n_embd), decoded one after the other
-        (a llama.cpp batch holds either). Returns logits (n_vocab,) float32, a copy.
+        rows: int32 token ids (n,) or float32 input embeddings (n, n_embd); pos, seqs: (n,) int32 position and
+        sequence id of each row; want: (n,) bool, rows whose logits are kept (read them with `logits(i)`).
+        A call that returns 1 leaves the cache as it was (one ubatch per call).
         """
-        end = start + sum(len(piece) for piece in pieces)
-        if end > self.kv_tokens:  # would never fit: fail before evicting anyone
-            raise KVFull(f"{end} tokens do not fit the llama.cpp KV cache ({self.kv_tokens} tokens)")
-        with self._lock:
-            self._collect()
-            self._touch(lease)
-            pos = start
-            for p, piece in enumerate(pieces):
-                for offset in range(0, len(piece), BATCH):
-                    chunk = piece[offset:offset + BATCH]
-                    last = p == len(pieces) - 1 and offset + BATCH >= len(piece)
-                    self._decode_chunk(lease, pos, chunk, last)
-                    pos += len(chunk)
-            logits = self._c.llama_get_logits_ith(self._ctx, -1)
-            return np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).copy()
-
-    def _decode_chunk(self, lease: Lease, pos: int, chunk: np.ndarray, want_logits: bool) -> None:
-        n = len(chunk)
-        batch = self._embeds if chunk.ndim == 2 else self._tokens
-        if chunk.ndim == 2:
-            batch.embd[:n] = chunk
+        n = len(rows)
+        if not 0 < n <= BATCH:
+            raise ValueError(f"a batch holds 1 to {BATCH} rows, got {n}")
+        batch = self._embeds if rows.ndim == 2 else self._tokens
+        if rows.ndim == 2:
+            batch.embd[:n] = rows
         else:
-            batch.token[:n] = chunk
-        batch.pos[:n] = np.arange(pos, pos + n, dtype=np.int32)
+            batch.token[:n] = rows
+        batch.pos[:n] = pos
         batch.n_seq_id[:n] = 1
-        batch.logits[:n] = 0
-        batch.logits[n - 1] = int(want_logits)
-        for i in range(n):
-            batch.raw.seq_id[i][0] = lease.seq
+        batch.logits[:n] = want
+        seq_id = batch.raw.seq_id
+        for i, seq in enumerate(seqs.tolist()):
+            seq_id[i][0] = seq
         batch.raw.n_tokens = n
-        while True:
-            code = self._c.llama_decode(self._ctx, batch.raw)
-            if code == 0:
-                return
-            if code == 1 and self._evict(keep=lease):  # no free cells: make room and try again
-                continue
-            self._c.llama_memory_seq_rm(self._memory, lease.seq, pos, -1)  # drop what a failed call left behind
-            if code == 1:
-                raise KVFull(f"{pos + n} tokens do not fit the llama.cpp KV cache ({self.kv_tokens} tokens)")
-            raise RuntimeError(f"llama_decode returned {code} at position {pos}")
+        return int(self._c.llama_decode(self._ctx, batch.raw))
+
+    def logits(self, row: int) -> np.ndarray:
+        """(n_vocab,) float32, a copy: the logits of batch row `row` of the last `decode`."""
+        found = self._c.llama_get_logits_ith(self._ctx, row)
+        return np.ctypeslib.as_array(found, shape=(self.n_vocab,)).copy()
+
+    # --- sequences in the cache ----------------------------------------------------------------
+    def seq_rm(self, seq: int, start: int = -1, end: int = -1) -> bool:
+        """Drops positions [start, end) of `seq` (-1: open end); False when llama.cpp cannot drop part of it."""
+        return bool(self._c.llama_memory_seq_rm(self._memory, seq, start, end))
+
+    def seq_cp(self, source: int, target: int, start: int = -1, end: int = -1) -> None:
+        """Tags `source`'s cells at positions [start, end) with `target` too (no data is copied)."""
+        self._c.llama_memory_seq_cp(self._memory, source, target, start, end)
+
+    def state_get(self, seq: int) -> bytes:
+        """The KV state of one sequence, as llama.cpp serialises it."""
+        size = self._c.llama_state_seq_get_size(self._ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self._c.llama_state_seq_get_data(self._ctx, buffer, size, seq)
+        return bytes(buffer)[:written]
+
+    def state_set(self, seq: int, data: bytes) -> bool:
+        """Writes a state from `state_get` into the empty sequence `seq`; False when llama.cpp refused it (no
+        room, or a state of another model or layout)."""
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return self._c.llama_state_seq_set_data(self._ctx, buffer, len(data), seq) > 0
 
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         """llama.cpp's own tokenization of `text` (no BOS added; special tokens parsed when `special`)."""
@@ -296,7 +222,7 @@ def load_llamacpp(path: str | Path, *, threads: int, kv_tokens: int) -> LlamaCpp
     """Loads a .gguf file into llama.cpp for chat.
 
     threads: CPU threads for decoding; kv_tokens: KV cache cells shared by all sessions and prefixes
-    (the least recently used sequence is evicted when they run out). Fails fast when llama-cpp-python is
+    (agent/generation spills idle sequences when they run out). Fails fast when llama-cpp-python is
     not installed or the file is missing; never downloads.
     """
     import_llama_cpp()

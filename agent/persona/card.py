@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Optional
 
+from agent.untrusted_text import lone_surrogate, surrogate_problem
+
 SPEC_V2 = "chara_card_v2"
 SPEC_V3 = "chara_card_v3"
 
@@ -176,6 +178,7 @@ class CharacterCard:
         """Reads a decoded V1 (flat), V2 or V3 card; `source` (usually the file) goes into errors."""
         if not isinstance(obj, dict):
             raise CardError(f"{source}: a card must be a JSON object, got {type(obj).__name__}")
+        _refuse_lone_surrogates(obj, source)
         if isinstance(obj.get("data"), dict):
             return cls._from_spec(obj, source)
         if obj.get("spec") in (SPEC_V2, SPEC_V3):
@@ -185,6 +188,7 @@ class CharacterCard:
     @classmethod
     def from_fields(cls, fields: dict, source: str) -> "CharacterCard":
         """Reads a flat mapping: a V1 card, or the card part of persona.yaml."""
+        _refuse_lone_surrogates(fields, source)
         fields = dict(fields)
         for ours, theirs in PYGMALION_NAMES.items():  # a copy that says the same thing is dropped
             if fields.get(ours) is None or _same_text(fields.get(theirs), fields[ours]):
@@ -249,6 +253,14 @@ class CharacterCard:
         doc.update((k, self.extensions[k]) for k in ("talkativeness", "fav") if k in self.extensions)
         doc.update(spec=spec, spec_version=version, data=self.to_fields(required))
         return doc
+
+
+def _refuse_lone_surrogates(fields: dict, source: str) -> None:
+    """JSON (and YAML) can spell text that is not Unicode ("\\ud800"): refused before the card is kept,
+    since nothing could tokenize, store or export it."""
+    found = lone_surrogate(fields)
+    if found:
+        raise CardError(f"{source}: field '{found[0]}': {surrogate_problem(found[1])}")  # the path is escaped already
 
 
 def _same_text(a: Any, b: Any) -> bool:

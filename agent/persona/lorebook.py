@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+from agent.untrusted_text import lone_surrogate, surrogate_problem
+
 from .card_io import read_bounded
 
 if TYPE_CHECKING:
@@ -175,6 +177,9 @@ def parse_lorebook(obj: Any, source: str) -> Lorebook:
     card (its `data.character_book`); `source` (the file, or "card X") goes into errors."""
     if not isinstance(obj, dict):
         raise LoreError(f"{source}: a lorebook must be a JSON object, got {type(obj).__name__}")
+    found = lone_surrogate(obj)  # JSON's "\ud800": text nothing could match, prompt or store
+    if found:
+        raise lore_error(source, found[0], surrogate_problem(found[1]))
     book, prefix = obj, ""
     if obj.get("spec") == SPEC_LOREBOOK_V3 or obj.get("spec") in CARD_SPECS:
         if not isinstance(obj.get("data"), dict):

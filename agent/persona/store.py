@@ -21,6 +21,7 @@ from agent.config import CardLimits
 from agent.paths import SHIPPED_PERSONAS, Home
 from agent.persona.card import CardError, CharacterCard, card_error
 from agent.persona.card_io import as_png, read_card, write_card
+from agent.untrusted_text import lone_surrogate, surrogate_problem
 
 PERSONA_FILE = "persona.yaml"
 SETTINGS_KEY = "personae"  # reserved top-level key in persona.yaml: personae's own settings
@@ -89,6 +90,9 @@ def load_persona(folder: str | Path) -> Persona:
     settings = tree.pop(SETTINGS_KEY, None) or {}
     if not isinstance(settings, dict):
         raise card_error(where, SETTINGS_KEY, f"expected a mapping, got {type(settings).__name__}")
+    found = lone_surrogate(settings, SETTINGS_KEY)  # the card part is checked by CharacterCard
+    if found:
+        raise card_error(where, found[0], surrogate_problem(found[1]))
     card = CharacterCard.from_fields(tree, where)
     return Persona(slug=folder.name, folder=folder, card=card,
                    portrait=_attached(folder, where, settings, "portrait", PORTRAIT_FILE),

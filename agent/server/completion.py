@@ -1,19 +1,21 @@
-"""One chat completion on the model worker: session, history, per-request sampling, stop strings, usage.
+"""One chat completion on a job thread: session, history, per-request sampling, stop strings, usage.
 
 `complete(sessions, request, job)` streams text pieces through `job.emit` and returns a `Completion`;
-the chat route turns both into OpenAI's response or its server-sent chunks.
+the chat route turns both into OpenAI's response or its server-sent chunks. A client that goes away
+mid-reply keeps only what it received: `Completion.keep_received` cuts the stored turn to that.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Iterator, Optional
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Iterator, Optional, Sequence
 
 from ..chat.prompt import Message, greeting
 from ..chat.template import StopCutter
 from .conversation import FORK, RETRY, Turn, prompt_history, reconcile, stored_form, stored_pairs
 from .sessions import SessionCache
-from .worker import Job
+from .jobs import Job
 
 FINISH_REASONS = {"eos": "stop", "stop string": "stop", "cancelled": "stop", "max_new_tokens": "length"}
 
@@ -39,6 +41,36 @@ class Completion:
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV cache was reused, not recomputed
     speaker: str = ""  # in a group scene: the slug of the persona that wrote the reply
+    # run as a job when the client went away: the stored reply becomes the text it received ("": the
+    # message and its reply go); None: nothing was stored (a stateless request)
+    keep_received: Optional[Callable[[str], None]] = field(default=None, repr=False, compare=False)
+
+
+def stored_last(store, session_id: int, written: Sequence[Message]) -> bool:
+    """Whether the session's newest stored messages are still `written` (no later request moved it on)."""
+    return bool(written) and store.messages(session_id)[-len(written):] == list(written)
+
+
+def _keep_received(session, written: list[Message], received: str) -> None:
+    """Cuts the turn `written` (the message and its reply) to what the client received of the reply."""
+    if not stored_last(session.store, session.id, written) or received.strip() == written[-1].content:
+        return
+    if received.strip():
+        session.correct_last_reply(received.strip())
+    else:
+        session.drop_last_turn()
+
+
+class Halt(threading.Event):
+    """Stops a reply: set when a stop string was written, and reads as set as soon as `gone` is (the job's
+    cancel: the client went away), so fitting the prompt and decoding stop without waiting for a piece."""
+
+    def __init__(self, gone: threading.Event):
+        super().__init__()
+        self.gone = gone
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.gone.is_set()
 
 
 def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[str]:
@@ -65,8 +97,12 @@ def _pieces(session, request: ChatRequest, halt: threading.Event) -> Iterator[st
 
 
 def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completion:
-    session = sessions.open(request.persona, request.session_id)
-    halt = threading.Event()  # stops the decoder: the client went away, or a stop string was written
+    with sessions.checkout(request.persona, request.session_id) as session:
+        return _complete(sessions, session, request, job)
+
+
+def _complete(sessions: SessionCache, session, request: ChatRequest, job: Job) -> Completion:
+    halt = Halt(job.cancel)  # stops fitting and decoding: the client went away, or a stop string was written
     stopper = StopCutter(request.stop)
     try:
         for piece in _pieces(session, request, halt):
@@ -79,6 +115,8 @@ def complete(sessions: SessionCache, request: ChatRequest, job: Job) -> Completi
     if stopper.stopped:
         session.correct_last_reply(stopper.text.strip())
     stats = session.last_stats
+    key = (request.session_id, None if request.persona is None else request.persona.slug)
+    keep = sessions.under(key, partial(_keep_received, session, session.messages[-2:])) if session.saved else None
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, keep_received=keep)

@@ -1,4 +1,4 @@
-"""What routes get injected: the Agent, the settings, the model worker and the session cache; persona lookup.
+"""What routes get injected: the Agent, the settings, the job runners and the session cache; persona lookup.
 
 All of it lives in one `ServerState` on `app.state`, made by `create_app`.
 """
@@ -15,15 +15,16 @@ from ..persona.store import Persona, UnknownPersona
 from .errors import APIError
 from .sessions import SessionCache
 from .settings import ServerSettings
-from .worker import ModelWorker
+from .jobs import JobRunner
 
 
 @dataclass
 class ServerState:
     agent: Agent
     settings: ServerSettings
-    worker: ModelWorker
-    sessions: SessionCache  # touched only by jobs on the worker thread
+    jobs: JobRunner  # chat, memory and persona creation: server.max_streams threads, their decoding batched
+    speech: JobRunner  # transcription and speech synthesis, on threads of their own
+    sessions: SessionCache
 
 
 def get_state(request: Request) -> ServerState:
@@ -41,13 +42,8 @@ def get_settings(state: StateDep) -> ServerSettings:
     return state.settings
 
 
-def get_worker(state: StateDep) -> ModelWorker:
-    return state.worker
-
-
 AgentDep = Annotated[Agent, Depends(get_agent)]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
-WorkerDep = Annotated[ModelWorker, Depends(get_worker)]
 
 
 async def persona_named(agent: Agent, name: str, param: str = "model") -> Persona:

@@ -42,15 +42,36 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None, open
     where = f"http://{settings.host}:{settings.port}/v1" if settings.port else f"{settings.host}, on a free port"
     keyed = bool(settings.api_key and settings.api_key.get_secret_value())
     log.info("serving %s as models at %s (%s)", names, where, "API key required" if keyed else "no API key")
-    server = uvicorn.Server(uvicorn.Config(create_app(agent, settings), host=settings.host, port=settings.port,
-                                           log_level="info"))
+    app = create_app(agent, settings)
+    server = _stopping_server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                                             timeout_graceful_shutdown=SHUTDOWN_SECONDS),
+                              on_exit=app.state.personae.jobs.cancel_all)
     if open_page:
         threading.Thread(target=_open_when_up, args=(server,), name="personae-open", daemon=True).start()
     log.info("the web chat is at / on the same address (personae serve --open opens it)")
     try:
         server.run()
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; uvicorn.run swallows it the same way
-        pass
+    finally:
+        agent.close()  # the llama.cpp scheduler: saved sessions' KV states to disk
+
+
+SHUTDOWN_SECONDS = 2  # after SIGTERM/Ctrl-C, how long open responses may take to end before they are cut
+
+
+def _stopping_server(config, *, on_exit):
+    """A uvicorn server that also calls `on_exit` (cancel every job: streams end at their next token) the
+    moment a stop signal arrives, so its graceful shutdown does not wait on running generations."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+            # uvicorn raises the signal again once it has shut down, which would end the process before
+            # `serve` saves the KV states; a stop by signal is a normal exit here (code 0)
+            self._captured_signals.clear()
+
+    return Server(config)
 
 
 def _open_when_up(server, timeout: float = 60) -> None:

@@ -8,16 +8,16 @@ is not the stored one continues in a new stored scene.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional, Sequence
 
 from ..chat.prompt import Message
 from ..chat.scene import Scene, opening_lines
 from ..chat.template import StopCutter
-from .completion import FINISH_REASONS, Completion
+from .completion import FINISH_REASONS, Completion, Halt, stored_last
 from .sessions import CHANNEL_PREFIX
-from .worker import Job
+from .jobs import Job
 
 SPEAKER_HEADER = "X-Personae-Speaker"
 
@@ -115,8 +115,25 @@ def _scene(sessions, request: SceneRequest, prior: list[Message], resent: bool, 
     return scene
 
 
+def _keep_received(scene: Scene, written: list[Message], received: str) -> None:
+    """Cuts the lines `written` (the message and the persona's line) to what the client received of the line;
+    when it received nothing, they all go."""
+    if not stored_last(scene.store, scene.id, written) or received.strip() == written[-1].content:
+        return
+    if received.strip() and written[-1].role == "assistant":
+        scene.correct_last_line(received.strip())
+    else:
+        scene.drop_last_lines(len(written))
+
+
 def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
-    """One persona's reply in the scene; its slug goes to `job.info["speaker"]` before the first piece."""
+    """One persona's reply in the scene; its slug goes to `job.info["speaker"]` before the first piece. One
+    request at a time per scene (others wait)."""
+    with sessions.held((request.session_id, "+".join(p.slug for p in request.personas))):
+        return _complete_scene(sessions, request, job)
+
+
+def _complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     system, prior, text, human, resent = read_scene_turn(request.messages, request.personas)
     user = sessions.agent.config.chat.user_name
     scene = _scene(sessions, request, prior, resent, user)
@@ -127,11 +144,12 @@ def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
         raise ValueError(f"nobody speaks next with scene.strategy={scene.config.strategy}: name the persona in "
                          f"the {SPEAKER_HEADER} header")
     job.info["speaker"] = slug
-    halt = threading.Event()
+    halt = Halt(job.cancel)
     stopper = StopCutter(request.stop)
     member = scene.members[slug]
     sampling = member.options(max_new_tokens=request.max_tokens, temperature=request.temperature,
                               top_p=request.top_p, seed=request.seed)
+    before = len(scene.lines)
     turns = scene.turn(text, speaker=slug, human=human or None, cancel=halt, sampling=sampling)
     try:
         reply = next(turns)
@@ -146,6 +164,9 @@ def complete_scene(sessions, request: SceneRequest, job: Job) -> Completion:
     if stopper.stopped and scene.lines and scene.lines[-1].name == slug:
         scene.correct_last_line(stopper.text.strip())
     stats = member.last_stats
+    written = scene.lines[before:]
+    keep = sessions.under((request.session_id, "+".join(p.slug for p in request.personas)),
+                          partial(_keep_received, scene, written)) if request.session_id is not None and written else None
     return Completion(text=stopper.text.strip(), finish_reason=FINISH_REASONS.get(stats.stopped_by, "stop"),
                       prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
-                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug)
+                      cached_tokens=stats.prompt_tokens - stats.prefill_tokens, speaker=slug, keep_received=keep)

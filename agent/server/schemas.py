@@ -4,18 +4,46 @@ Routes validate requests with these models; responses are built as plain dicts i
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..untrusted_text import lone_surrogate, surrogate_problem
+
+MAX_SEED = 2**63 - 1  # OpenAI's seed is an int64; negative seeds are refused (numpy's generators take none)
 
 
-class TextPart(BaseModel):
+class TextBody(BaseModel):
+    """A request body whose text must be valid Unicode: a lone surrogate (JSON's "\\ud800") in any field is a
+    400 naming the field (`messages[2].content`), before anything tokenizes, stores or encodes it."""
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        found = lone_surrogate(_plain(value))
+        if found:
+            raise ValueError(surrogate_problem(found[1]) + (f" (at {found[0]})" if found[0] else ""))
+        return value
+
+
+def _plain(value: Any) -> Any:
+    """A field's value with models as dicts, for `lone_surrogate`."""
+    if isinstance(value, TextBody):
+        return None  # checked its own fields already
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+class TextPart(BaseModel):  # checked by its ChatMessage: a union's error here would name both of its branches
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]  # image and audio parts are refused by validation
     text: str
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(TextBody):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]  # developer is read as system
     content: Union[str, list[TextPart], None] = None
@@ -34,7 +62,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False  # a last chunk with the usage and no choices
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(TextBody):
     # frequency_penalty, logit_bias, presence_penalty, ... are accepted and ignored, as SillyTavern sends them
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1, max_length=200)  # the persona (slug or card name), personas joined by '+' (a group scene), a scene's name, or the plain model's id
@@ -44,7 +72,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Optional[int] = Field(None, ge=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)  # the newer name of max_tokens
     stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = None  # only 1
@@ -55,12 +83,12 @@ class ChatCompletionRequest(BaseModel):
         return tuple(s for s in stops if s)
 
 
-class VoiceRef(BaseModel):
+class VoiceRef(TextBody):
     model_config = ConfigDict(extra="ignore")
     id: str = Field(max_length=200)  # a custom voice: here a persona
 
 
-class SpeechRequest(BaseModel):
+class SpeechRequest(TextBody):
     model_config = ConfigDict(extra="ignore")
     model: str = Field("", max_length=200)  # a persona, or an OpenAI model name when `voice` is the persona
     input: str = Field(min_length=1)

@@ -1,6 +1,6 @@
 """The server's settings, read from the environment (PERSONAE_*) by pydantic-settings.
 
-`ServerSettings` holds the bind address, the API key and every cap the routes and the worker enforce;
+`ServerSettings` holds the bind address, the API key and every cap the routes and the job runners enforce;
 `check_bind` refuses to expose the server beyond this machine without a key.
 """
 from __future__ import annotations
@@ -26,7 +26,9 @@ class ServerSettings(BaseSettings):
     max_messages: int = Field(2048, ge=1)  # messages in one chat request
     max_speech_chars: int = Field(4096, ge=1)  # input of one /v1/audio/speech request
     max_generate_seconds: float = Field(120.0, gt=0)  # POST /v1/personas/generate: past this its remaining fields close early
-    queue_size: int = Field(8, ge=1)  # model jobs waiting behind the running one; more get 429 at once
+    max_streams: int = Field(8, ge=1, le=64)  # chat jobs running at once (their decoding batched on llama.cpp; an engine gets as many requests)
+    queue_size: int = Field(8, ge=1)  # chat jobs waiting for one of the max_streams places; more get 429 with Retry-After at once
+    speech_threads: int = Field(1, ge=1, le=8)  # transcription and speech synthesis jobs running at once, beside the chat jobs
     max_sessions: int = Field(32, ge=1)  # sessions whose KV cache stays in memory (least recently used dropped)
     max_cached_tokens: int = Field(65536, ge=1)  # KV-cached tokens over all sessions kept in memory
     card_guard: bool = True  # add no persona card when the client's system text already holds it (card_guard.py)

@@ -26,7 +26,7 @@ async def transcriptions(request: Request, state: StateDep, file: Annotated[Uplo
     if len(data) > limit:
         raise APIError(413, f"the audio file is over the {limit}-byte limit", code="body_too_large", param="file")
     name = (file.filename or "uploaded audio")[:200]
-    transcript = await run_job(request, state.worker,
+    transcript = await run_job(request, state.speech,
                                lambda job: state.agent.transcribe(data, language=language or None, name=name))
     if response_format == "text":
         return PlainTextResponse(transcript.text)
@@ -63,6 +63,6 @@ async def speech(body: SpeechRequest, request: Request, state: StateDep):
             samples = time_stretch(samples, 1.0 / body.speed, rate)
         return samples, rate
 
-    samples, rate = await run_job(request, state.worker, speak)
+    samples, rate = await run_job(request, state.speech, speak)
     audio = await run_in_threadpool(encode, samples, rate, body.response_format)
     return Response(audio, media_type=MEDIA_TYPES[body.response_format])

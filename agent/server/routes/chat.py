@@ -2,7 +2,7 @@
 server-sent chunks or comes whole.
 
 The request is checked against the caps here, read into a `ChatRequest`, and run by `complete` on the
-model worker; a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
+job runner (decoding batched with other requests); a session id (X-Session-Id header or `user`) keeps a server-side session across requests.
 `X-Personae-Card` says whose card the prompt holds: `personae` (the persona's, added by personae), `client`
 (the client's system text held it, so personae added none) or `none` (the plain model).
 """
@@ -23,12 +23,12 @@ from ..card_guard import holds_card
 from ..completion import ChatRequest, Completion, complete
 from ..conversation import named_text, read_turn
 from ..deps import StateDep, persona_named
-from ..dispatch import run_job, submit, until_done_or_gone
+from ..dispatch import ClientGone, keep_received, run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
 from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, named_scene_members, scene_names
 from ..schemas import ChatCompletionRequest
 from ..settings import ServerSettings
-from ..worker import DONE, PIECE, Job
+from ..jobs import DONE, PIECE, Job, JobRunner
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; SillyTavern may send more (its custom stopping strings)
@@ -79,21 +79,27 @@ def _sse(body: dict) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, include_usage: bool) -> AsyncIterator[str]:
-    """OpenAI's chunk stream: a role delta, content deltas, a finish_reason, usage if asked, then [DONE]."""
+async def _chunks(runner: JobRunner, job: Job, first: tuple, ident: str, model: str, created: int,
+                  include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's chunk stream: a role delta, content deltas, a finish_reason, usage if asked, then [DONE].
+
+    A client that goes away mid-reply keeps in the history only the content it received: the chunks written
+    before the disconnect was seen (a chunk counts once the server asks for the next, its write done).
+    """
     head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None}
 
     def chunk(delta: dict, finish: Optional[str] = None) -> str:
         return _sse({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
-    finished = False
+    finished, received = False, ""
     try:
         speaker = job.info.get("speaker")
         yield chunk({"role": "assistant", "content": "", **({"name": speaker} if speaker else {})})
         kind, value = first
         while kind == PIECE:
             yield chunk({"content": value})
+            received += value
             kind, value = await job.next_event()
         finished = True
         if kind == DONE:
@@ -105,8 +111,9 @@ async def _chunks(job: Job, first: tuple, ident: str, model: str, created: int, 
             yield _sse(error_body(error.status, error.message, error.code, error.param))
         yield "data: [DONE]\n\n"
     finally:
-        if not finished:  # the client went away mid-stream: stop its generation
+        if not finished:  # the client went away mid-stream: stop its generation, keep what it received
             job.cancel.set()
+            keep_received(runner, job, received)
 
 
 def _speaker(body: ChatCompletionRequest, role: str, default: str) -> str:
@@ -140,7 +147,7 @@ def _card_owner(persona, turn, state) -> str:
 
 async def _scene_run(body: ChatCompletionRequest, state, session_id: Optional[str], speaker: Optional[str],
                      max_tokens: Optional[int]):
-    """The worker job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
+    """The job of a group scene's request (`model` = 'mara+hale'), or None for a one-persona model."""
     try:
         names = scene_names(body.model)
     except ValueError as e:
@@ -179,16 +186,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
 async def _answer(body: ChatCompletionRequest, request: Request, state, run, headers: dict[str, str]):
     """Runs the job; the whole response, or its server-sent chunks, with `headers`; a scene's speaker in one too."""
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    if not body.stream:
-        done = await run_job(request, state.worker, run)
-        if done.speaker:
-            headers = {**headers, SPEAKER_HEADER: done.speaker}
-        return JSONResponse(_response(ident, body.model, created, done), headers=headers)
-    job = submit(state.worker, run)
-    first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status code
+    try:
+        if not body.stream:
+            done = await run_job(request, state.jobs, run)
+            if done.speaker:
+                headers = {**headers, SPEAKER_HEADER: done.speaker}
+            return JSONResponse(_response(ident, body.model, created, done), headers=headers)
+        job = submit(state.jobs, run)
+        first = await until_done_or_gone(request, job, job.next_event())  # errors before any text get a status
+    except ClientGone as gone:  # it received none of the reply: none of the turn is kept
+        keep_received(state.jobs, gone.job, "")
+        raise
     if first[0] not in (PIECE, DONE):
         raise as_api_error(first[1])
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     speaker = {SPEAKER_HEADER: job.info["speaker"]} if "speaker" in job.info else {}
-    return StreamingResponse(_chunks(job, first, ident, body.model, created, include_usage),
+    return StreamingResponse(_chunks(state.jobs, job, first, ident, body.model, created, include_usage),
                              media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers, **speaker})

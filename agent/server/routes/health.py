@@ -1,4 +1,4 @@
-"""GET /health: is the server up, and how busy is its model worker. The one route that needs no key."""
+"""GET /health: is the server up, and how busy are its job threads. The one route that needs no key."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -10,6 +10,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 def health(state: StateDep) -> dict:
-    worker = state.worker
-    return {"status": "ok", "busy": worker.running is not None, "queued": worker.queued,
-            "completed": worker.completed, "cancelled": worker.cancelled, "open_sessions": len(state.sessions)}
+    jobs = state.jobs
+    return {"status": "ok", "busy": jobs.running > 0, "running": jobs.running, "max_streams": jobs.threads,
+            "queued": jobs.queued, "completed": jobs.completed, "cancelled": jobs.cancelled,
+            "open_sessions": len(state.sessions)}

@@ -1,5 +1,5 @@
 """Persona management: POST /v1/personas imports a card file (PNG/JSON/CHARX, the CLI's checks);
-POST /v1/personas/generate writes a new one from an idea (agent/creation, on the model worker, time-bounded);
+POST /v1/personas/generate writes a new one from an idea (agent/creation, on a job thread, time-bounded);
 GET /v1/personas lists them; GET /v1/personas/{name} exports one as a card file.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +20,7 @@ from ...persona.store import Persona, slugify
 from ..deps import AgentDep, StateDep, persona_named
 from ..dispatch import run_job
 from ..errors import APIError
+from ..schemas import MAX_SEED, TextBody
 from .models import model_object
 
 router = APIRouter(prefix="/v1/personas", tags=["personas"])
@@ -64,11 +65,11 @@ async def import_persona(state: StateDep, file: Annotated[UploadFile, File()],
     return persona_object(persona)
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(TextBody):
     model_config = ConfigDict(extra="forbid")
     idea: str = Field(min_length=1, max_length=400)  # the character in a line; with from_persona, what changes
     name: Optional[str] = Field(None, max_length=60)  # the character's name, else the LM invents one
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     from_persona: Optional[str] = Field(None, max_length=200)  # make a variant of this persona
     replace: bool = False
     time_limit: Optional[float] = Field(None, gt=0)  # seconds, at most PERSONAE_MAX_GENERATE_SECONDS
@@ -83,7 +84,7 @@ async def generate_persona(body: GenerateRequest, request: Request, state: State
         raise APIError(409, f"a persona {slugify(body.name)!r} already exists; send replace=true to overwrite it, "
                        f"or another name", code="persona_exists", param="name")
     limit = min(body.time_limit or state.settings.max_generate_seconds, state.settings.max_generate_seconds)
-    created = await run_job(request, state.worker, lambda job: agent.create_persona(
+    created = await run_job(request, state.jobs, lambda job: agent.create_persona(
         body.idea, name=body.name, seed=body.seed, from_persona=body.from_persona, replace=body.replace,
         time_limit=limit))
     return {**persona_object(created.persona), "card": created.persona.card.to_v3()["data"],
