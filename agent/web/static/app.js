@@ -219,7 +219,7 @@ function regenerate() {
 
 // Streams one reply after the conversation (into `target`, as a new alternative, when regenerating).
 // Returns timings: {firstToken, done} in performance.now() ms.
-async function runReply(target = null, { voice = $("auto-voice").checked, onFirstAudio, maxTokens } = {}) {
+async function runReply(target = null, { voice = $("auto-voice").checked, onFirstAudio, onFirstToken, maxTokens } = {}) {
   const chat = state.chat;
   if (chat.busy) return null;
   const history = target ? chat.messages.slice(0, chat.messages.indexOf(target)) : chat.messages.slice();
@@ -250,7 +250,11 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
         if (voice) spoken = startVoice(m, true, onFirstAudio);
       },
       onPiece: (_, text) => {
-        if (times.firstToken === null) { times.firstToken = performance.now(); debug("first token", ms(times.firstToken - started)); }
+        if (times.firstToken === null) {
+          times.firstToken = performance.now();
+          debug("first token", ms(times.firstToken - started));
+          if (onFirstToken) onFirstToken();
+        }
         setText(text);
         renderRich(m.textNode, text);
         m.pieces = (m.pieces || 0) + 1;
@@ -332,15 +336,15 @@ async function talkStop() {
     if (!text.trim()) { showError("Nothing was heard in that recording."); return; }
     state.chat.messages.push({ role: "user", content: text.trim() });
     render();
-    const times = await runReply(null, {
+    await runReply(null, {
       voice: true, maxTokens: CALL_MAX_TOKENS,
+      onFirstToken: () => debug("push-to-talk: release to first token", ms(performance.now() - released)),
       onFirstAudio: () => {
         const total = performance.now() - released;
         debug("push-to-talk: release to first audio", ms(total));
         window.personaeLastTalk = total;
       },
     });
-    if (times && times.firstToken) debug("push-to-talk: release to first token", ms(times.firstToken - released));
   } catch (e) { showError(e); }
 }
 
