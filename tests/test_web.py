@@ -280,7 +280,7 @@ def test_a_persona_is_created_from_an_idea_with_progress(driver):
 
 
 def test_escape_stops_a_reply(driver, server):
-    """While the model worker is busy writing a persona, a message waits; Esc stops it and leaves no empty reply."""
+    """While the server writes a persona, a message is sent and Esc stops its reply; no empty reply is left."""
     import threading
 
     busy = threading.Thread(target=httpx.post, args=(server + "/v1/personas/generate",), kwargs={
@@ -301,7 +301,7 @@ def test_escape_stops_a_reply(driver, server):
     finally:
         busy.join(120)
     if stopped_early:
-        click(driver, 'button[aria-label="Write a reply to this message"]')  # answered once the worker is free
+        click(driver, 'button[aria-label="Write a reply to this message"]')  # answered after all
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".message.char")) == 2 and settled(d), 60)
 
 
