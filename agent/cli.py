@@ -90,11 +90,13 @@ def speak(text: str, persona: PersonaOpt = None,
 def serve(host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1, env PERSONAE_HOST); "
                                                            "any but loopback needs PERSONAE_API_KEY.")] = None,
           port: Annotated[Optional[int], typer.Option(help="Port (default 8000, env PERSONAE_PORT; 0 picks a free one).")] = None,
+          open_page: Annotated[bool, typer.Option("--open", help="Open the web chat in a browser once it is up.")] = False,
           config: ConfigOpt = None, set: SetOpt = None, home: HomeOpt = None):
-    """Serve every persona as a model over an OpenAI-compatible HTTP API (chat, speech, card import/export)."""
+    """Serve every persona as a model over an OpenAI-compatible HTTP API (chat, speech, card import/export),
+    and the web chat at / ."""
     from .server import serve as run_server
 
-    run_server(_agent(config, set, home), host=host, port=port)
+    run_server(_agent(config, set, home), host=host, port=port, open_page=open_page)
 
 
 @app.command("discord")

@@ -17,10 +17,13 @@ if [ "${1:-}" != "--force" ] && command -v ffmpeg >/dev/null 2>&1 && command -v 
   exit 0
 fi
 
-# 1. System packages: ffmpeg (whisper.load_audio, torchcodec), espeak-ng (phonemes for Piper/Coqui).
+# 1. System packages: ffmpeg (whisper.load_audio, torchcodec), espeak-ng (phonemes for Piper/Coqui),
+#    chromium and its driver (the web chat's browser tests, tests/test_web.py; Selenium never downloads one).
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[install] apt: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -124,6 +124,22 @@ class HistoryStore:
             row = db.execute(sql, args).fetchone()
         return int(row[0]) if row else None
 
+    def channel_sessions(self, prefix: str, limit: int = 50) -> list[dict]:
+        """The newest session per (channel, persona) among channels starting with `prefix`, newest first:
+        {channel, persona, scene, updated, messages, last} (`last`: the newest message's text)."""
+        sql = """SELECT s.channel, s.persona, s.updated, c.session_id IS NOT NULL,
+                        (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id),
+                        COALESCE((SELECT content FROM messages m WHERE m.session_id = s.id ORDER BY id DESC LIMIT 1), '')
+                 FROM sessions s LEFT JOIN scenes c ON c.session_id = s.id
+                 WHERE substr(s.channel, 1, ?) = ? AND s.id = (
+                     SELECT t.id FROM sessions t WHERE t.channel = s.channel AND t.persona = s.persona
+                     ORDER BY t.updated DESC, t.id DESC LIMIT 1)
+                 ORDER BY s.updated DESC, s.id DESC LIMIT ?"""
+        with closing(self._connect()) as db:
+            rows = db.execute(sql, (len(prefix), prefix, limit)).fetchall()
+        return [{"channel": channel, "persona": persona, "scene": bool(scene), "updated": updated,
+                 "messages": count, "last": last} for channel, persona, updated, scene, count, last in rows]
+
     def session_persona(self, session_id: int) -> str:
         with closing(self._connect()) as db:
             row = db.execute("SELECT persona FROM sessions WHERE id = ?", (session_id,)).fetchone()

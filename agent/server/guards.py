@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import error_body
 
 UPLOAD_PATHS = ("/v1/audio/transcriptions", "/v1/personas")
-OPEN_PATHS = ("/health",)  # answered without a key
+OPEN_PATHS = ("/health", "")  # answered without a key ("": the web page at /, which holds no data)
+OPEN_PREFIXES = ("/web/",)  # the web page's static files
+
+
+def _open(path: str) -> bool:
+    return path.rstrip("/") in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def key_matches(authorization: str, key: str) -> bool:
@@ -25,14 +30,14 @@ def key_matches(authorization: str, key: str) -> bool:
 
 
 class KeyCheck:
-    """With a key, every route but /health needs `Authorization: Bearer <key>`; without one, all are open."""
+    """With a key, every route but /health and the web page needs `Authorization: Bearer <key>`; without one, all are open."""
 
     def __init__(self, app: ASGIApp, *, key: Optional[str]):
         self.app = app
         self.key = key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.key or scope["path"].rstrip("/") in OPEN_PATHS:
+        if scope["type"] != "http" or not self.key or _open(scope["path"]):
             await self.app(scope, receive, send)
             return
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")

@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP server's app: `create_app(agent, settings)` wires state, guards and routers.
 
 Every persona is a model. Routes live in routes/ (one per resource); chat jobs run on max_streams threads (jobs.py) whose decoding the LM backend batches.
+The web chat (routes/page.py, files in agent/web/static) is served at / and talks to the same /v1 routes.
 run.py serves the app with uvicorn.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from .deps import ServerState
 from .errors import install_error_handlers
 from .guards import BodyLimit, KeyCheck
-from .routes import audio, chat, health, memory, models, personas
+from .routes import audio, chat, health, memory, models, page, personas, sessions
 from .sessions import SessionCache
 from .settings import ServerSettings
 from .jobs import JobRunner
@@ -40,6 +41,7 @@ def create_app(agent, settings: Optional[ServerSettings] = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(KeyCheck, key=key)  # added last, so it runs first
-    for module in (health, models, chat, audio, personas, memory):
+    for module in (health, models, chat, audio, personas, sessions, memory, page):
         app.include_router(module.router)
+    page.mount_static(app)  # the web chat's files, under /web
     return app

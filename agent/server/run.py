@@ -28,8 +28,11 @@ def load_settings(**overrides) -> ServerSettings:
         raise ConfigError(f"server settings: {problems}") from None
 
 
-def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> None:
-    """Runs the server until Ctrl-C. Refuses a non-loopback address without PERSONAE_API_KEY."""
+def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None, open_page: bool = False) -> None:
+    """Runs the server until Ctrl-C. Refuses a non-loopback address without PERSONAE_API_KEY.
+
+    open_page: opens the web chat (/) in the system's browser once the server answers.
+    """
     import uvicorn
 
     settings = load_settings(host=host, port=port)
@@ -43,6 +46,9 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None) -> N
     server = _stopping_server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                              timeout_graceful_shutdown=SHUTDOWN_SECONDS),
                               on_exit=app.state.personae.jobs.cancel_all)
+    if open_page:
+        threading.Thread(target=_open_when_up, args=(server,), name="personae-open", daemon=True).start()
+    log.info("the web chat is at / on the same address (personae serve --open opens it)")
     try:
         server.run()
     finally:
@@ -66,6 +72,23 @@ def _stopping_server(config, *, on_exit):
             self._captured_signals.clear()
 
     return Server(config)
+
+
+def _open_when_up(server, timeout: float = 60) -> None:
+    """Opens the page in a browser (`webbrowser`) once uvicorn has bound its socket."""
+    import webbrowser
+
+    deadline = time.monotonic() + timeout
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not server.started:
+        return
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    log.info("opening %s in a browser", url)
+    if not webbrowser.open(url):
+        log.warning("no browser could be opened; visit %s", url)
 
 
 @contextmanager

@@ -103,3 +103,30 @@ async def export_persona(name: str, agent: AgentDep,
     data = await run_in_threadpool(export)
     return Response(data, media_type=CARD_TYPES[format],
                     headers={"Content-Disposition": f'attachment; filename="{persona.slug}.{format}"'})
+
+
+PORTRAIT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+                  ".gif": "image/gif"}
+
+
+@router.get("/{name}/portrait")
+async def portrait(name: str, agent: AgentDep) -> Response:
+    """The persona's portrait image (404 when it has none), for the web page's gallery and chat."""
+    persona = await persona_named(agent, name, param="name")
+    media = PORTRAIT_TYPES.get(persona.portrait.suffix.lower()) if persona.portrait else None
+    if media is None or not persona.portrait.is_file():
+        raise APIError(404, f"persona {persona.slug!r} has no portrait", code="no_portrait", param="name")
+    data = await run_in_threadpool(persona.portrait.read_bytes)
+    return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                     "Cache-Control": "private, max-age=60"})
+
+
+@router.get("/{name}/greetings")
+async def greetings(name: str, agent: AgentDep) -> dict:
+    """The chat's possible openings with macros resolved: first_mes, then the alternate greetings."""
+    from ...chat.prompt import greeting
+
+    persona = await persona_named(agent, name, param="name")
+    user, card = agent.config.chat.user_name, persona.card
+    texts = [greeting(card, user, i) for i in range(1 + len(card.alternate_greetings))]
+    return {"object": "list", "model": persona.slug, "user": user, "data": [t for t in texts if t.strip()] or [""]}
