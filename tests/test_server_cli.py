@@ -18,18 +18,24 @@ def personae_serve(*args, env=None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
+def _url(server: subprocess.Popen) -> tuple[str, list[str]]:
+    """The address `personae serve` says it runs on (within 120 s), and the lines it printed until then."""
+    url, seen, deadline = None, [], time.monotonic() + 120
+    while url is None and time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+        url = found and found.group(1)
+    assert url, "".join(seen)
+    return url, seen
+
+
 def test_serve_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path):
     server = personae_serve("-c", TINY, "--port", "0", "--home", str(tmp_path), env={"PERSONAE_API_KEY": "sk-cli"})
     try:
-        url, seen, deadline = None, [], time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-            url = found and found.group(1)
-        assert url, "".join(seen)
+        url, seen = _url(server)
         assert "API key required" in "".join(seen) and "sk-cli" not in "".join(seen)
         client = openai.OpenAI(base_url=url + "/v1", api_key="sk-cli", max_retries=0, timeout=60)
         assert {"hale", "mara", "pixel"} <= {m.id for m in client.models.list()}
@@ -54,15 +60,7 @@ def test_serve_refuses_an_exposed_address_without_a_key(tmp_path, monkeypatch):
 def test_sigterm_during_a_long_reply_stops_the_server_within_seconds_and_keeps_finished_turns(tmp_path):
     server = personae_serve("-c", TINY, "--port", "0", "--home", str(tmp_path))
     try:
-        url, seen, deadline = None, [], time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-            url = found and found.group(1)
-        assert url, "".join(seen)
+        url, _ = _url(server)
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
         done = client.chat.completions.create(model="hale", max_tokens=3, user="kept",
                                               messages=[{"role": "user", "content": "Hi"}])
