@@ -57,7 +57,10 @@ def server(tmp_path_factory):
         (home / "personas" / slug).mkdir(parents=True)
         (home / "personas" / slug / "persona.yaml").write_text(yaml.safe_dump(
             {"name": name, "description": f"{name} is a terse sailor.", "first_mes": f"*{name} nods.* Evening."}))
-    with personae_serve(TINY, home, env={"PERSONAE_API_KEY": KEY, "PERSONAE_MAX_GENERATE_SECONDS": "3"}) as url:
+    # the guard releases a reply a sentence at a time, or every chat.guard_tokens tokens when none ends: the tiny
+    # model writes no sentence ends, so a small hold keeps its 24-token replies arriving in several pieces
+    with personae_serve(TINY, home, env={"PERSONAE_API_KEY": KEY, "PERSONAE_MAX_GENERATE_SECONDS": "3"},
+                        args=("-s", "chat.guard_tokens=4")) as url:
         yield url
 
 
