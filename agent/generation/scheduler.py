@@ -158,6 +158,15 @@ class Scheduler:
     def _shutdown(self, persist: bool) -> None:
         for work in self._active + self._waiting:
             self._finish(work, END, "cancelled")
+        while True:  # what arrived after the close: nobody may wait on it forever
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Work):
+                item.events.put((END, "cancelled"))
+            elif item[0] != "close":
+                item[1].put((False, RuntimeError("the llama.cpp scheduler is shut down")))
         if persist:
             try:
                 self.table.persist_all()
