@@ -45,7 +45,8 @@ def serve(agent, *, host: Optional[str] = None, port: Optional[int] = None, open
     app = create_app(agent, settings)
     server = _stopping_server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                              timeout_graceful_shutdown=SHUTDOWN_SECONDS),
-                              on_exit=app.state.personae.jobs.cancel_all)
+                              on_exit=lambda: [runner.cancel_all() for runner in (app.state.personae.jobs,
+                                                                                   app.state.personae.speech)])
     if open_page:
         threading.Thread(target=_open_when_up, args=(server,), name="personae-open", daemon=True).start()
     log.info("the web chat is at / on the same address (personae serve --open opens it)")
