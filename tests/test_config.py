@@ -97,3 +97,12 @@ def test_exponent_notation_without_a_dot_is_a_float_not_a_string():
     assert load_train_config(None, ["lr=1e-2"]).lr == 0.01
     with pytest.raises(ConfigError, match="chat.temperature"):
         load_config(None, ["chat.temperature=1e-2x"])
+
+
+def test_the_scheduler_settings_refuse_impossible_values_naming_the_key():
+    from agent.config import ConfigError, load_config
+
+    for bad, key in (("lm.step_tokens=0", "lm.step_tokens"), ("lm.spill_ram_mb=-1", "lm.spill_ram_mb"),
+                     ("lm.max_concurrency=0", "lm.max_concurrency")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, [bad])

@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..embedding.soft_prompt import pieces
+from ..generation.batch import batches  # noqa: F401 - ids -> decode rows; imported from here by tests
 from ..generation.scheduler import END, ERROR, LOGITS, START, TOKEN, Scheduler, Work
 from ..generation.sequences import Sequence
 from .sampling import SamplingOptions, TokenPicker
@@ -25,15 +25,6 @@ class SharedPrefix:
     """A snapshot: a sequence holding the first `length` positions of another (its cells are shared, not copied)."""
     seq: Sequence
     length: int
-
-
-def batches(ids: list[int], soft: Optional[np.ndarray]) -> list[np.ndarray]:
-    """ids with soft-prompt slots -> what llama.cpp decodes in order: int32 ids (n,) or float32 embeddings (n, d).
-
-    soft: (K, d) float32, cut in by `soft_prompt.pieces`.
-    """
-    return [np.ascontiguousarray(piece, dtype=np.float32) if is_soft else np.asarray(piece, dtype=np.int32)
-            for is_soft, piece in pieces(ids, soft)]
 
 
 def _rows(soft) -> np.ndarray:

@@ -13,15 +13,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
 from .sampling import SamplingOptions, TokenPicker
+from ..generation.batch import common_prefix_length  # noqa: F401 - re-exported for chat
 from .template import StopCutter
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass

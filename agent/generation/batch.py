@@ -12,6 +12,26 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from ..embedding.soft_prompt import pieces
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share (what a cache holding `a` can keep of a prompt `b`)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def batches(ids: list[int], soft: Optional[np.ndarray]) -> list[np.ndarray]:
+    """ids with soft-prompt slots -> what llama.cpp decodes in order: int32 ids (n,) or float32 embeddings (n, d).
+
+    soft: (K, d) float32, cut in by `soft_prompt.pieces`.
+    """
+    return [np.ascontiguousarray(piece, dtype=np.float32) if is_soft else np.asarray(piece, dtype=np.int32)
+            for is_soft, piece in pieces(ids, soft)]
+
 
 class Pending(Protocol):
     """What the builder reads of an active stream."""

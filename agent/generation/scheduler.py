@@ -20,22 +20,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..embedding.soft_prompt import pieces
 from ..models.llamacpp import BATCH, KVFull, LlamaCppModel
-from .batch import build_step, embedding_step
+from .batch import batches, build_step, common_prefix_length, embedding_step
 from .sequences import Sequence, SequenceTable
 from .spill import SpillStore
 
 log = logging.getLogger(__name__)
 TOKEN, LOGITS, START, END, ERROR = "token", "logits", "start", "end", "error"  # what a work's queue carries
-
-
-def common_prefix_length(a, b) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass(eq=False)
@@ -199,8 +190,7 @@ class Scheduler:
             keep = min(common_prefix_length(work.seq.ids, work.target), len(work.target) - 1)
             self.table.truncate(work.seq, keep)
             keep = len(work.seq.ids)
-            work.rows = [np.ascontiguousarray(piece, dtype=np.float32) if is_soft else np.asarray(piece, dtype=np.int32)
-                         for is_soft, piece in pieces(work.target[keep:], work.soft)]
+            work.rows = batches(work.target[keep:], work.soft)
             work.pos = keep
             self._waiting.remove(work)
             self._active.append(work)
