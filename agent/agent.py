@@ -33,6 +33,7 @@ class Agent:
         self._speech_lock = threading.Lock()
         self._adapter = None
         self._soft: dict = {}  # persona slug -> (K, d) soft prompt
+        self._persona_kv = None  # embedding.conditioning=kv: the shared PersonaKV
         self._embedding_lock = threading.Lock()
         from .chat.prefix import PrefixCache
         from .persona.lore_store import LoreLibrary
@@ -84,6 +85,10 @@ class Agent:
                     raise ConfigError(f"embedding.conditioning={self.config.embedding.conditioning} puts soft "
                                       f"vectors in the prompt, which lm.backend={backend.name} cannot take; use "
                                       f"conditioning card or summary with it")
+                if self.config.embedding.mode.kv and not hasattr(backend, "persona_cells"):
+                    from .embedding.persona_kv import load_persona_kv
+
+                    load_persona_kv(self.config.embedding, backend)  # the ConfigError naming the alternative
                 self._backend = backend
             return self._backend
 
@@ -312,7 +317,22 @@ class Agent:
                            chat=self.config.chat, user_name=user, soft=soft,
                            decoder=self.chat_backend.new_decoder(soft),
                            with_card=self.config.embedding.mode.card_text, prefixes=self.prefixes,
-                           context=self.session_context(chosen, session_id, user, store=store, saved=save))
+                           context=self.session_context(chosen, session_id, user, store=store, saved=save),
+                           kv=self.persona_kv)
+
+    @property
+    def persona_kv(self):
+        """embedding.conditioning=kv: the PersonaKV every session shares (agent/embedding/persona_kv.py); else None."""
+        if not self.config.embedding.mode.kv:
+            return None
+        backend = self.chat_backend  # takes the lock below itself
+        with self._backend_lock:
+            if self._persona_kv is None:
+                from .embedding.persona_kv import load_persona_kv
+
+                self._persona_kv = load_persona_kv(self.config.embedding, backend,
+                                                   [p.card for p in self.personas.list()], self.config.chat.user_name)
+            return self._persona_kv
 
     def _plain_session(self, session_id: int, store, user: str):
         from .chat.session import ChatSession

@@ -25,6 +25,7 @@ class Mode:
     named: bool  # False: {{char}} becomes NEUTRAL_NAME, so not even the name tells personas apart
     chat: bool  # selectable as embedding.conditioning; the others are evaluation baselines
     about: str  # one line for `personae eval`'s table and JSON
+    kv: bool = False  # the system turn reaches the LM as the persona's selected KV cells (embedding/persona_kv.py)
 
     @property
     def soft(self) -> bool:
@@ -32,8 +33,8 @@ class Mode:
         return bool(self.adapter)
 
 
-def _mode(name, card_text, summary, adapter, named, chat, about) -> tuple[str, Mode]:
-    return name, Mode(name, card_text, summary, adapter, named, chat, about)
+def _mode(name, card_text, summary, adapter, named, chat, about, kv=False) -> tuple[str, Mode]:
+    return name, Mode(name, card_text, summary, adapter, named, chat, about, kv)
 
 
 # Without card text the system turn is the chat's one-line DEFAULT_SYSTEM_PROMPT ("You are {{char}}. ...") and the
@@ -45,6 +46,8 @@ MODES: dict[str, Mode] = dict([
           "the card cut to its first embedding.summary_tokens tokens, no soft prompt"),
     _mode("soft", False, False, "attention", True, True, "K soft vectors from the attention adapter, no card text"),
     _mode("soft+card", True, False, "attention", True, True, "K soft vectors from the attention adapter and the card text"),
+    _mode("kv", True, False, "", True, True, "the card read once by the LM; its header and embedding.kv_cells most "
+          "distinctive KV cells stand for the system turn", kv=True),
     _mode("none", False, False, "", False, False, "no conditioning: the one-line system prompt with a neutral name"),
     _mode("name", False, False, "", True, False, "the one-line system prompt with the character's name, nothing else"),
     _mode("weighted", False, False, "weighted", True, False,

@@ -182,11 +182,18 @@ class EmbeddingConfig:
     adapter: str = ""  # trained fusion adapter (.safetensors, relative to the repo or absolute); "" = no soft prompts
     conditioning: str = "card"  # a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both)
     summary_tokens: int = 40  # conditioning summary: at most this many tokens of the card (agent/persona/summary.py)
+    kv_cells: int = 64  # conditioning kv: the card's most distinctive KV cells kept (by tf-idf), besides the header (agent/embedding/kv_cells.py)
+    kv_header: str = "name"  # conditioning kv: cells kept before them: name ("You are NAME.") | main (personae's whole instruction paragraph) | none
+    kv_idf: str = ""  # conditioning kv: token document frequencies (JSON from scripts/make_kv_idf.py); "" = the packaged file for the embedded LM, else counted over the installed personas
 
     def __post_init__(self):
         get_mode(self.conditioning)  # ValueError naming the key and the chat modes
         if self.summary_tokens < 1:
             raise ConfigError(f"embedding.summary_tokens must be at least 1, got {self.summary_tokens}")
+        if self.kv_cells < 0:
+            raise ConfigError(f"embedding.kv_cells must be >= 0, got {self.kv_cells}")
+        if self.kv_header not in ("name", "main", "none"):
+            raise ConfigError(f"embedding.kv_header must be name, main or none, got {self.kv_header!r}")
         if self.soft and not self.adapter:
             raise ConfigError(f"embedding.conditioning {self.conditioning!r} needs embedding.adapter (a trained adapter file)")
 

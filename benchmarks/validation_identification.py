@@ -27,6 +27,10 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
                   persona's own teacher replies (agent.training.tune.fit_soft_prompt; the teacher sees the
                   card without its example dialogue, as `card` does)
                   reconN and tunedN show what K soft vectors can carry at all, adapter aside.
+  kvM[u][:HEADER] embedding.conditioning=kv: the card's system turn read once, only its header (HEADER: name,
+                  the default, = through "You are NAME."; main = personae's whole instruction paragraph; none)
+                  and its M highest tf-idf cells kept (df over the train cards' system turns), moved to
+                  consecutive positions (agent/embedding/kv_cells.py); u: one cell per token id
   sum+MODE        MODE's soft slots (tfidfK, leadN, tunedN, adapter:PATH, ...) with the card's summary
                   (--summary-tokens, 40) as the system turn's card text; sum+tunedN fits the vectors with the
                   summary in the student's prompt (the teacher still reads the card)
@@ -201,6 +205,26 @@ class ReconPrompts(TunedPrompts):
         self.fitted[persona.slug] = soft
 
 
+def kv_cells(lm, train, data: Path, user: str, mode: str):
+    """A PersonaKV on the transformers LM for mode kvM[:HEADER], df over the train cards' system turns."""
+    from agent.chat.decoding import cache_kwarg
+    from agent.chat.prompt import build_messages, render
+    from agent.embedding.kv_cells import TfIdf, transformers_cells
+    from agent.embedding.persona_kv import KVSettings, PersonaKV
+    from agent.persona.store import load_persona
+
+    def system_ids(slug):
+        card = dataclasses.replace(load_persona(data / "personas" / slug).card, mes_example="")
+        return render(lm.tokenizer, build_messages(card, [], user)[:1], 0, add_generation_prompt=False)[1]
+
+    m, _, header = mode[2:].partition(":")
+    unique = m.endswith("u")
+    tfidf = TfIdf.from_ids(system_ids(s) for s in train)
+    kwarg = cache_kwarg(lm.model)
+    return PersonaKV(lm.tokenizer, tfidf, lambda plan: transformers_cells(lm.model, plan, kwarg),
+                     KVSettings(m=int(m.rstrip("u")), header=header or "name", unique=unique))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modes", nargs="+", help="name | card | summaryN | tfidfK | leadN | extractN | styleN | "
@@ -231,7 +255,8 @@ def main() -> int:
         mode = given.removeprefix("sum+")
         if mode != given and (mode in ("name", "card") or mode.startswith("summary")):
             parser.error(f"{given!r}: sum+ goes only before a mode with soft slots")
-        known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode)
+        known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode) \
+            or re.fullmatch(r"kv\d+u?(:(name|main|none))?", mode)
         if not (known or mode.startswith("adapter:")):
             parser.error(f"unknown mode {mode!r}: choose name, card, summaryN, tfidfK, leadN, extractN, styleN, "
                          f"adapter:PATH, tunedN or reconN (the soft ones also as sum+MODE)")
@@ -255,6 +280,11 @@ def main() -> int:
         soft_mode = on_summary if with_summary else MODES["soft"]
         if mode in ("name", "card"):
             conditioning = Conditioning(mode, MODES[mode])
+        elif mode.startswith("kv"):
+            conditioning = Conditioning(label, MODES["kv"], kv=kv_cells(lm, train, args.data, user, mode))
+            for p in personas:
+                print(f"  {mode} {p.slug}: {conditioning.prompt(lm.tokenizer, p, [], user, budget=4096).text[:400]!r}",
+                      file=sys.stderr)
         elif mode.startswith("summary"):
             conditioning = Conditioning(mode, MODES["summary"], summarise=functools.partial(
                 summary_card, tokenizer=lm.tokenizer, max_tokens=int(mode[7:])))

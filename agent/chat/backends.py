@@ -51,6 +51,13 @@ class TransformersBackend(_LocalStream):
 
         return CachedDecoder(self.lm.model, soft=soft, reuse_cache=reuse_cache)
 
+    def persona_cells(self, plan):
+        """kv mode: `plan`'s cells as a DynamicCache (what `CachedDecoder.adopt` takes)."""
+        from ..embedding.kv_cells import transformers_cells
+        from .decoding import cache_kwarg
+
+        return transformers_cells(self.lm.model, plan, cache_kwarg(self.lm.model))
+
 
 class LlamaCppBackend(_LocalStream):
     """A GGUF in llama.cpp: one context, a KV-cache sequence per session and per shared persona prefix, and the
@@ -73,6 +80,12 @@ class LlamaCppBackend(_LocalStream):
         from .llamacpp_decoding import LlamaCppDecoder
 
         return LlamaCppDecoder(self.scheduler, soft=soft, reuse_cache=reuse_cache)
+
+    def persona_cells(self, plan):
+        """kv mode: `plan`'s cells in a shared sequence (what `LlamaCppDecoder.adopt` takes)."""
+        from .llamacpp_decoding import persona_cells
+
+        return persona_cells(self.scheduler, plan)
 
     def close(self) -> None:
         """Stops the scheduler (saved sessions' KV states to disk) and frees the context."""

@@ -151,3 +151,19 @@ class LlamaCppDecoder:
         work = Work(self._seq, self._target(ids), self._soft_rows, picker=picker,
                     max_new_tokens=options.max_new_tokens, eos=frozenset(options.eos_token_ids), cancel=cancel)
         return TokenStream(self.scheduler, self.scheduler.submit(work))
+
+
+def persona_cells(scheduler: Scheduler, plan) -> SharedPrefix:
+    """A kv-mode persona's cells (agent/embedding/kv_cells.py CellPlan) in their own sequence: the system turn's
+    body decoded, every cell but the kept ones dropped and the gaps closed (`SequenceTable.compact`: seq_rm, then
+    seq_add, llama.cpp's K-shift), then the tail decoded after them, which applies the shift. Sessions adopt it."""
+    decoder = LlamaCppDecoder(scheduler)
+    decoder.prefill(plan.body)
+    seq = decoder._seq
+
+    def compact(table):
+        table.resident(seq)
+        table.compact(seq, list(plan.kept))
+    scheduler.call(compact)
+    decoder.prefill(plan.prefix_ids)
+    return SharedPrefix(seq, len(plan.prefix_ids))

@@ -57,7 +57,7 @@ class ChatSession:
 
     def __init__(self, *, persona: Optional[Persona], session_id: int, backend, store: HistoryStore,
                  chat: ChatConfig, user_name: str, decoder=None,
-                 soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None):
+                 soft=None, with_card: bool = True, prefixes: Optional[PrefixCache] = None, context=None, kv=None):
         self.persona = persona
         # the card personae puts in the prompt; None: the conversation alone (see leave_prompt_to_client)
         self.card: Optional[CharacterCard] = None if persona is None else persona.card
@@ -70,6 +70,7 @@ class ChatSession:
         self.soft = soft  # (K, d) persona soft prompt, or None
         self.with_card = with_card  # False: the soft prompt stands in for the card text
         self.prefixes = prefixes  # shared persona-prefix KV caches
+        self.kv = kv  # PersonaKV (agent/embedding/persona_kv.py): the system turn as the persona's KV cells, or None
         self.context = context  # SessionContext: lore and memory (agent/chat/context.py), or None
         self.decoder = decoder or backend.new_decoder(soft)  # CachedDecoder's interface (agent/chat/backends.py)
         self._keep_cache()
@@ -128,7 +129,13 @@ class ChatSession:
     def budget(self, max_new_tokens: Optional[int] = None) -> int:
         """Prompt tokens allowed: the context minus room for a reply of max_new_tokens (default chat's)."""
         reply = self.chat.max_new_tokens if max_new_tokens is None else max_new_tokens
-        return min(self.chat.context_tokens, self.backend.context_length) - reply
+        saved = self.kv.saved_tokens(self.card, self.user_name) if self._cells else 0  # fitted before the swap
+        return min(self.chat.context_tokens, self.backend.context_length) - reply + saved
+
+    @property
+    def _cells(self) -> bool:
+        """Whether this turn's system turn goes in as the persona's KV cells (kv mode, and personae adds the card)."""
+        return self.kv is not None and self.card is not None
 
     def options(self, **changes) -> SamplingOptions:
         """This session's sampling with `changes` (max_new_tokens, temperature, top_p, seed, ...) that are not None."""
@@ -174,10 +181,16 @@ class ChatSession:
         """The prompt `prompt_for` would build after `history`, with nothing archived (for `personae prompt`)."""
         budget = self.budget()
         if self.context is None:
-            return self.with_reply_prefix(self._fit(history, NO_CONTEXT, budget), prefix)
+            return self.with_reply_prefix(self._as_cells(self._fit(history, NO_CONTEXT, budget))[0], prefix)
         self._fit(history, self.context.build(history, self.kept_from, archive=False, recall=False), budget)
-        return self.with_reply_prefix(self._fit(history, self.context.build(history, self.kept_from, archive=False),
-                                                budget), prefix)
+        prompt = self._fit(history, self.context.build(history, self.kept_from, archive=False), budget)
+        return self.with_reply_prefix(self._as_cells(prompt)[0], prefix)
+
+    def _as_cells(self, prompt: Prompt):
+        """(prompt, plan): kv mode swaps the system turn's ids for the persona's cells; else (prompt, None)."""
+        if not self._cells:
+            return prompt, None
+        return self.kv.apply(prompt, self.card.name)
 
     def _prefix_ids(self, prompt: Prompt) -> list[int]:
         """The persona's fixed prefix of `prompt`: the system turn and the greeting."""
@@ -223,10 +236,13 @@ class ChatSession:
                   sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = (),
                   others: Sequence[str] = ()) -> Iterator[str]:
         sampling = sampling or self.sampling
-        prompt = self.with_reply_prefix(self.prompt_for(history, max_new_tokens=sampling.max_new_tokens,
-                                                        cancel=cancel), prefix)
+        full = self.prompt_for(history, max_new_tokens=sampling.max_new_tokens, cancel=cancel)
+        prompt, plan = self._as_cells(full)
+        prompt = self.with_reply_prefix(prompt, prefix)
         shared = None
-        if self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
+        if plan is not None:  # the persona's cells (shared by its sessions) stand for the system turn
+            self.kv.start(self.decoder, plan)
+        elif self.prefixes is not None and not self.decoder.ids and self.decoder.reuse_cache:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.key, shared):
                 shared = None  # adopted: nothing to remember

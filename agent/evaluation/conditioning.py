@@ -79,16 +79,19 @@ class Conditioning:
     """One mode applied to personas. `drop` masks modalities out of the soft prompt (the ablation)."""
 
     def __init__(self, name: str, mode: Mode, soft_prompts: Optional[SoftPrompts] = None, drop: Sequence[str] = (),
-                 summarise: Optional[Callable[[CharacterCard], CharacterCard]] = None):
+                 summarise: Optional[Callable[[CharacterCard], CharacterCard]] = None, kv=None):
         if mode.soft and soft_prompts is None:
             raise ValueError(f"mode {name!r} needs soft prompts from a {mode.adapter} adapter")
         if mode.summary and summarise is None:
             raise ValueError(f"mode {name!r} needs the card summary (summarise=)")
+        if mode.kv and kv is None:
+            raise ValueError(f"mode {name!r} needs the persona KV cells (kv=PersonaKV)")
         if drop and not mode.soft:
             raise ValueError(f"mode {name!r} has no soft prompt to drop modalities from")
         self.name, self.mode, self.drop = name, mode, tuple(drop)
         self.soft_prompts = soft_prompts if mode.soft else None
         self.summarise = summarise if mode.summary else None
+        self.kv = kv if mode.kv else None  # PersonaKV (agent/embedding/persona_kv.py): the system turn as cells
 
     @property
     def with_card(self) -> bool:
@@ -112,9 +115,22 @@ class Conditioning:
 
     def prompt(self, tokenizer, persona: Persona, history: Sequence[Message], user: str, *, budget: int,
                kept_from: int = 1) -> Prompt:
-        """fit_prompt for this mode: soft placeholders -1..-K when there is a soft prompt."""
-        return fit_prompt(tokenizer, self.card(persona), history, user, budget=budget, kept_from=kept_from,
-                          soft_tokens=self.soft_tokens(persona), with_card=self.with_card)
+        """fit_prompt for this mode: soft placeholders -1..-K when there is a soft prompt; in kv mode the system
+        turn's ids replaced by the cells' (`start(decoder, prompt)` gives a decoder those cells)."""
+        card = self.card(persona)
+        if self.kv is not None:
+            budget += self.kv.saved_tokens(card, user)
+        prompt = fit_prompt(tokenizer, card, history, user, budget=budget, kept_from=kept_from,
+                            soft_tokens=self.soft_tokens(persona), with_card=self.with_card)
+        return prompt if self.kv is None else self.kv.apply(prompt, card.name)[0]
+
+    def start(self, decoder, tokenizer, persona: Persona, user: str) -> None:
+        """kv mode: makes `decoder` start from `persona`'s cells (other modes: nothing to do)."""
+        if self.kv is not None:
+            card = self.card(persona)
+            _, ids = render(tokenizer, build_messages(card, [], user, with_card=self.with_card)[:1], 0,
+                            add_generation_prompt=False)
+            self.kv.start(decoder, self.kv.plan(ids, card.name))
 
     def prompt_tokens(self, tokenizer, persona: Persona, user: str) -> int:
         """Context tokens this conditioning costs: the whole system turn (K soft slots included, chat-template
@@ -122,6 +138,8 @@ class Conditioning:
         card, k = self.card(persona), self.soft_tokens(persona)
         system = build_messages(card, [], user, with_card=self.with_card)
         _, system_ids = render(tokenizer, system, k, add_generation_prompt=False)
+        if self.kv is not None:  # the cells and the tail stand for the system turn
+            system_ids = self.kv.plan(system_ids, card.name).prefix_ids
         turn = [Message("user", PROBE_TURN)]
         _, with_phi = render(tokenizer, build_messages(card, turn, user, with_card=self.with_card), k)
         bare = dataclasses.replace(card, post_history_instructions="")

@@ -97,6 +97,7 @@ def fidelity(lm: LoadedLM, teacher: Conditioning, students: dict[str, Conditioni
             else:
                 if name not in decoders:
                     decoders[name] = CachedDecoder(lm.model, soft=s_soft)
+                    student.start(decoders[name], lm.tokenizer, persona, user)
                 s_logp = _log_probs(continuation_logits(decoders[name], s_ids, reply))
             kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).clamp_min(0)  # (n,)
             sums[name]["kl"] += kl.sum().item()
@@ -137,6 +138,7 @@ def identification(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[
     for j, candidate in enumerate(personas):
         soft = conditioning.soft(candidate)
         decoder = CachedDecoder(lm.model, soft=soft)  # one per candidate: its system turn stays cached
+        conditioning.start(decoder, lm.tokenizer, candidate, user)
         for k, (_, ref) in enumerate(lines):
             ids = conditioning.prompt(lm.tokenizer, candidate, [Message("user", ref.to)], user, budget=budget).ids
             key = (tuple(ids), None if soft is None else id(soft), k)
@@ -164,7 +166,7 @@ def _session(lm: LoadedLM, conditioning: Conditioning, persona: Persona, store: 
     sid = store.create_session(persona.slug, "")
     return ChatSession(persona=conditioning.persona(persona), session_id=sid, backend=TransformersBackend(lm),
                        store=store, chat=chat, user_name=chat.user_name, soft=conditioning.soft(persona),
-                       with_card=conditioning.with_card)
+                       with_card=conditioning.with_card, kv=conditioning.kv)
 
 
 def _reply(session: ChatSession, turn: str, *seed_parts) -> str:

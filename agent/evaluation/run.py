@@ -90,7 +90,14 @@ def build_conditionings(lm, settings: Config, config: EvalConfig, notes: list[st
         mode = MODES[name]
         if mode.soft and mode.adapter not in soft_prompts:
             continue
-        out[name] = Conditioning(name, mode, soft_prompts.get(mode.adapter), summarise=summarise if mode.summary else None)
+        kv = None
+        if mode.kv:
+            from ..chat.backends import TransformersBackend
+            from ..embedding.persona_kv import load_persona_kv
+
+            kv = load_persona_kv(settings.embedding, TransformersBackend(lm))
+        out[name] = Conditioning(name, mode, soft_prompts.get(mode.adapter), summarise=summarise if mode.summary else None,
+                                 kv=kv)
     return out
 
 

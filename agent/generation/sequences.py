@@ -218,3 +218,26 @@ class SequenceTable:
         self.model.seq_cp(source.seq_id, target.seq_id, 0, length)
         self._drop_spill(target)
         target.ids = list(source.ids[:length])
+
+    def compact(self, seq: Sequence, keep: list[int]) -> None:
+        """Keeps only the cells at positions `keep` (ascending) of a resident `seq`, moved to positions
+        0..len(keep)-1: the dropped runs go (seq_rm), every kept run moves back by what went before it (seq_add).
+        The moved keys are re-rotated at the next decode, so decode after this before reading the state."""
+        if not self.model.can_shift:
+            raise ValueError("this model's KV cache cannot shift positions; kv conditioning needs a RoPE model")
+        kept, n = set(keep), len(seq.ids)
+        if any(not 0 <= i < n for i in kept):
+            raise ValueError(f"positions to keep must lie in 0..{n - 1}")
+        removed, i = 0, 0
+        while i < n:
+            j = i
+            while j < n and (j in kept) == (i in kept):
+                j += 1
+            if i in kept:
+                if removed:
+                    self.model.seq_add(seq.seq_id, i, j, -removed)
+            else:
+                self.model.seq_rm(seq.seq_id, i, j)
+                removed += j - i
+            i = j
+        seq.ids = [seq.ids[i] for i in sorted(kept)]

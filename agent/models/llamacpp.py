@@ -188,6 +188,16 @@ class LlamaCppModel:
         """Tags `source`'s cells at positions [start, end) with `target` too (no data is copied)."""
         self._c.llama_memory_seq_cp(self._memory, source, target, start, end)
 
+    def seq_add(self, seq: int, start: int, end: int, delta: int) -> None:
+        """Moves `seq`'s cells at positions [start, end) by `delta` positions (their keys are re-rotated at the
+        next decode: llama.cpp's K-shift)."""
+        self._c.llama_memory_seq_add(self._memory, seq, start, end, delta)
+
+    @property
+    def can_shift(self) -> bool:
+        """Whether this model's cache can move cells (RoPE models can; others cannot be compacted)."""
+        return bool(self._c.llama_memory_can_shift(self._memory))
+
     def state_get(self, seq: int) -> bytes:
         """The KV state of one sequence, as llama.cpp serialises it."""
         size = self._c.llama_state_seq_get_size(self._ctx, seq)
