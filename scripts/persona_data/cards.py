@@ -17,8 +17,8 @@ class Block(str):
     """Text written as a `|` block, like the shipped personas."""
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """libyaml's emitter when PyYAML has it (6x faster, the same bytes: tests/test_persona_data.py)."""
 
 
 _Dumper.add_representer(Block, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", str(s), style="|"))
@@ -55,7 +55,7 @@ def chat_tts(recipe: dict) -> dict:
 
 def card_tree(p: dict) -> dict:
     """The persona.yaml tree: card fields, then `personae` (portrait, voice, tts, look, composition)."""
-    prose = {k: Block(wrap(p[k]) + "\n") for k in ("description", "personality", "scenario")}
+    prose = {k: Block(wrap(p[k]) + "\n") if p[k].strip() else "" for k in ("description", "personality", "scenario")}
     recipe = dict(p["tts"])
     if recipe["engine"] == "piper":
         recipe = {"engine": "piper", "voice": "en_US-joe-medium", **{k: v for k, v in recipe.items() if k != "engine"}}
@@ -68,14 +68,15 @@ def card_tree(p: dict) -> dict:
         c = p["composition"]
         notes = (f"Procedurally composed by scripts/make_training_data.py (seed {SEED}, persona #{c['index']}): "
                  f"era {c['era']}, archetype {c['archetype']}, speech style {c['speech_style']}, quirk #{c['quirk']}.")
-    settings = {"portrait": "portrait.png", "voice_sample": "voice.wav", "tts": chat_tts(p["tts"]),
+    files = p.get("files", {"portrait": "portrait.png", "voice_sample": "voice.wav"})  # only those written
+    settings = {**files, "tts": chat_tts(p["tts"]),
                 "voice_line": p["voice_line"], "voice_sample_made_with": recipe, "origin": p["origin"], "look": p["look"]}
     if "composition" in p:
         settings["composition"] = p["composition"]
     return {
         "name": p["name"], **prose,
-        "first_mes": Block(" ".join(p["first_mes"].split()) + "\n"),
-        "mes_example": Block(p["mes_example"].strip() + "\n"),
+        "first_mes": Block(" ".join(p["first_mes"].split()) + "\n") if p["first_mes"].strip() else "",
+        "mes_example": Block(p["mes_example"].strip() + "\n") if p["mes_example"].strip() else "",
         "system_prompt": "",
         "post_history_instructions": p["post_history_instructions"],
         "alternate_greetings": [],

@@ -69,7 +69,8 @@ def check(data: Path) -> list[str]:
                 problems.append(f"{folder.name}: portrait is {im.size}")
         if persona.portrait.stat().st_size > MAX_PORTRAIT_BYTES:
             problems.append(f"{folder.name}: portrait is {persona.portrait.stat().st_size} bytes")
-    total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file())
+    # the scaled set (data/scaled, not committed but its manifest) is outside the 25 MB budget
+    total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file() and f.relative_to(DATA).parts[0] != "scaled")
     if len(folders) < 110 or origins["hand-written"] < 30:
         problems.append(f"only {len(folders)} personas ({origins['hand-written']} hand-written)")
     if total > BUDGET_BYTES:

@@ -6,6 +6,7 @@ The draws from the seeded RNG happen in a fixed order, so the same components an
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 from .text import PRONOUNS, article, cap, fill, number_words, slugify
@@ -71,6 +72,11 @@ def pick_balanced(rng: random.Random, options: list, counts: Counter):
     return choice
 
 
+def name_words(name: str) -> list[str]:
+    """The words of a name, for collision checks: 'Granny Wren' -> ['granny', 'wren'], 'Volt Reyes-9' -> [..., 'reyes', '9']."""
+    return [w for w in re.split(r"[^a-z0-9]+", slugify(name)) if w]
+
+
 def child_archetypes(comp: dict) -> list[str]:
     """Archetypes a child may have: the built-in list, then any component archetype marked `child: true`."""
     return CHILD_ARCHETYPES + [k for k, a in comp["archetypes"].items() if a.get("child") and k not in CHILD_ARCHETYPES]
@@ -85,9 +91,10 @@ class Composer:
     """
 
     def __init__(self, comp: dict, taken_names: set[str], taken_slugs: set[str], *, seed: int = SEED,
-                 unique_first: bool = True):
+                 unique_first: bool = True, reserved_words: frozenset[str] = frozenset()):
         self.comp, self.rng, self.unique_first = comp, random.Random(seed), unique_first
         self.reserved = set(taken_names)  # names no new persona may take, first or full
+        self.reserved_words = reserved_words  # no word of a new name may be one of these
         self.taken_names, self.taken_slugs = taken_names, taken_slugs
         self.counts = {k: Counter() for k in ("era", "arch", "style", "quirk", "sit")}
         self.index = 0
@@ -121,9 +128,9 @@ class Composer:
                 "quirk": comp["quirks"][quirk_i], "place": place, "sit_i": sit_i, "situation": era["situations"][sit_i],
                 "role": role}
 
-    def _name(self, era: dict, gender: str, robot: bool) -> tuple[str, str, str]:
-        """(first name, full name, slug), unused so far."""
-        rng = self.rng
+    def draw_name(self, era: dict, gender: str, robot: bool, rng: random.Random | None = None) -> tuple[str, str, str]:
+        """(first name, full name, slug), unused so far; drawn with `rng` (default: the composer's)."""
+        rng = rng or self.rng
         for tries in range(NAME_TRIES):
             if robot:
                 first = full = rng.choice(self.comp["robot_names"])
@@ -136,7 +143,8 @@ class Composer:
                 full = f"{first} {rng.choice('ABCDEFGHJKLMNPRSTW')}. {surname}" if crowded else f"{first} {surname}"
             slug = slugify(full)
             first_free = first not in self.taken_names if self.unique_first else first not in self.reserved
-            if full not in self.taken_names and first_free and slug not in self.taken_slugs:
+            clear = not (set(name_words(full)) & self.reserved_words)
+            if full not in self.taken_names and first_free and slug not in self.taken_slugs and clear:
                 self.taken_names.update({full, first})
                 self.taken_slugs.add(slug)
                 return first, full, slug
@@ -147,7 +155,7 @@ class Composer:
         """Gender, name, age, species and the template fields the card text is filled with."""
         rng, arch, role = self.rng, k["arch"], k["role"]
         gender = "n" if k["robot"] else rng.choice("fm")
-        first, full, slug = self._name(k["era"], gender, k["robot"])
+        first, full, slug = self.draw_name(k["era"], gender, k["robot"])
         lo, hi = (8, 12) if k["child"] else ((20, 150) if k["robot"] else arch["ages"])
         age = rng.randint(lo, hi)
         species = ""
@@ -272,7 +280,7 @@ class Composer:
             elif j == 1:
                 reply = fill(rng.choice(ROBOT_ACTIONS if k["robot"] else GENERIC_ACTIONS), fields) + " " + reply
             blocks.append(f"<START>\n{{{{user}}}}: {user}\n{{{{char}}}}: {reply}")
-            used.append({"kind": kind_key, "user": user})
+            used.append({"kind": kind_key, "user": user, "reply": reply})
         return blocks, used
 
     def _compose(self, i: int) -> dict:

@@ -48,3 +48,33 @@ def load_turns() -> tuple[list[dict], list[str]]:
             else:
                 turns.append({"id": len(turns), "kind": kind, "text": line})
     return turns, adversarial
+
+
+def load_scaled_components() -> dict:
+    """components.yaml with components_scaled.yaml merged in: new eras, archetypes, styles, prompt kinds; lists appended.
+
+    Every style must then answer every dialogue kind and every era must have a child role; either gap is
+    an error naming the style or era.
+    """
+    comp, extra = load_components(), read_source("components_scaled.yaml")
+    where = SOURCES / "components_scaled.yaml"
+    for key in ("eras", "archetypes", "speech_styles", "user_prompts"):
+        clash = sorted(set(comp[key]) & set(extra.get(key, {})))
+        if clash:
+            raise SystemExit(f"{where}: {key}.{clash[0]} is already in components.yaml")
+        comp[key] = {**comp[key], **extra.get(key, {})}
+    for key in ("quirks", "child_roles"):
+        comp[key] = comp[key] + extra.get(key, [])
+    for style, replies in extra.get("style_replies", {}).items():
+        if style not in comp["speech_styles"]:
+            raise SystemExit(f"{where}: style_replies.{style} is not a speech style")
+        comp["speech_styles"][style] = {**comp["speech_styles"][style],
+                                        "replies": {**comp["speech_styles"][style]["replies"], **replies}}
+    for style, s in comp["speech_styles"].items():
+        missing = sorted(set(comp["user_prompts"]) - set(s["replies"]))
+        if missing:
+            raise SystemExit(f"{where}: speech style {style} has no reply for the dialogue kind {missing[0]!r}")
+    for era in comp["eras"]:
+        if not any(era in r["eras"] for r in comp["child_roles"]):
+            raise SystemExit(f"{where}: no child_roles entry lists the era {era!r}")
+    return comp
