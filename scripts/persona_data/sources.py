@@ -51,7 +51,7 @@ def load_turns() -> tuple[list[dict], list[str]]:
 
 
 def load_scaled_components() -> dict:
-    """components.yaml with components_scaled.yaml merged in: new eras, archetypes, styles, prompt kinds; lists appended.
+    """components.yaml with components_scaled.yaml merged in: new eras, archetypes, styles, prompt kinds; lists and name pools appended.
 
     Every style must then answer every dialogue kind and every era must have a child role; either gap is
     an error naming the style or era.
@@ -63,8 +63,14 @@ def load_scaled_components() -> dict:
         if clash:
             raise SystemExit(f"{where}: {key}.{clash[0]} is already in components.yaml")
         comp[key] = {**comp[key], **extra.get(key, {})}
-    for key in ("quirks", "child_roles"):
+    for key in ("quirks", "child_roles", "robot_names"):
         comp[key] = comp[key] + extra.get(key, [])
+    for era, pools in extra.get("era_names", {}).items():
+        if era not in comp["eras"]:
+            raise SystemExit(f"{where}: era_names.{era} is not an era")
+        e = comp["eras"][era]
+        comp["eras"][era] = {**e, "names": {g: e["names"][g] + pools.get(g, []) for g in e["names"]},
+                             "surnames": e["surnames"] + pools.get("surnames", [])}
     for style, replies in extra.get("style_replies", {}).items():
         if style not in comp["speech_styles"]:
             raise SystemExit(f"{where}: style_replies.{style} is not a speech style")
