@@ -44,3 +44,20 @@ def test_portraits_are_redrawn_byte_for_byte(tmp_path, personas, manifest):
     write_portraits(tmp_path, personas)
     for slug, entry in manifest.items():
         assert sha(tmp_path / slug / "portrait.png") == entry["portrait"]["sha256"], slug
+
+
+def test_check_passes_on_data_and_names_what_is_broken_in_a_copy(tmp_path, capsys):
+    import shutil
+
+    from scripts.persona_data.check import check
+    assert check(DATA) == []
+    copy = tmp_path / "data"
+    shutil.copytree(DATA, copy, ignore=shutil.ignore_patterns("scaled"))
+    (copy / "personas" / "kay" / "voice.wav").unlink()
+    refs = yaml.safe_load((copy / "reference_lines.yaml").read_text(encoding="utf-8"))
+    del refs["personas"]["quill"]
+    (copy / "reference_lines.yaml").write_text(yaml.safe_dump(refs), encoding="utf-8")
+    problems = check(copy)
+    assert len(problems) == 2 and problems[0].startswith("kay: ") and "voice_sample" in problems[0]
+    assert problems[1] == "reference_lines.yaml: quill has 0 lines (needs 6)"
+    assert "PROBLEM: kay" in capsys.readouterr().out
