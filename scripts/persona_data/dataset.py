@@ -56,16 +56,18 @@ def write_portraits(folders: Path, personas: list[dict], *, every: int = 0) -> N
             print(f"portraits: {i}/{len(personas)} in {time.time() - t:.1f} s", file=sys.stderr, flush=True)
 
 
-def write_voices(folders: Path, personas: list[dict]) -> dict:
+def write_voices(folders: Path, personas: list[dict], *, every: int = 0) -> dict:
     """folders/<slug>/voice.wav for each persona; returns {slug: {speech_s, tempo}}. Exits naming lines too long."""
     voices = Voices()
-    info, failed = {}, []
+    info, failed, t = {}, [], time.time()
     try:
-        for p in personas:
+        for i, p in enumerate(personas, 1):
             try:
                 info[p["slug"]] = voices.make(p["voice_line"], p["tts"], folders / p["slug"] / "voice.wav")
             except ValueError as e:
                 failed.append(str(e))
+            if every and i % every == 0:
+                print(f"voices: {i}/{len(personas)} in {time.time() - t:.1f} s", file=sys.stderr, flush=True)
     finally:
         voices.close()
     if failed:

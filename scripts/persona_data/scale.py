@@ -156,7 +156,7 @@ def write_scaled(config: ScaleConfig, out: Path) -> list[dict]:
     if config.media in ("portraits", "voices"):
         write_portraits(out, personas, every=PROGRESS_EVERY)
     if config.media == "voices":
-        write_voices(out, personas)
+        write_voices(out, personas, every=PROGRESS_EVERY // 5)
     write_scaled_manifest(out, config, personas)
     print(f"scaled: {len(personas)} personas in {out} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     return personas
