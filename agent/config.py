@@ -317,13 +317,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: same documents, ~10x faster
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
     """The top-level mapping of a YAML file; ConfigError naming the file when it is missing or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):

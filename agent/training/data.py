@@ -1,19 +1,26 @@
 """The distillation data set: train personas and train user turns from data/, and the (persona, turn) pairs drawn.
 
 Reads data/splits.yaml so held-out personas and turns never reach training; hands `Example`s and the
-conversation each one is prompted with to the teacher and the student.
+conversation each one is prompted with to the teacher and the student. The scaled set (data/scaled,
+`scripts/make_training_data.py --scale N`) streams as `ScaledPersona`s: the card shown to the model and
+the persona's lines that card does not contain, as targets.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 
 from ..chat.prompt import Message, greeting
 from ..persona.card import CharacterCard
 from ..persona.store import Persona, load_persona
 from ..config import read_yaml_mapping
+
+HELD_BACK = ("first_mes", "mes_example")  # card fields whose lines are targets, not shown, by default
+SHOWN_FIELDS = ("description", "personality", "scenario", "first_mes", "mes_example", "system_prompt",
+                "post_history_instructions")
 
 
 @dataclass(frozen=True)
@@ -87,3 +94,67 @@ def conversation(card: CharacterCard, turn: str, user: str, *, with_greeting: bo
     """The history one example is prompted with: optionally the greeting, then the user turn."""
     first = greeting(card, user) if with_greeting else ""
     return ([Message("assistant", first)] if first else []) + [Message("user", turn)]
+
+
+@dataclass(frozen=True)
+class TargetLine:
+    kind: str  # greeting, voice, or the dialogue kind it answers (intro, help, danger, want, work, ...)
+    to: str  # the user line it answers (a greeting's and a voice line's: "Hello.")
+    text: str  # the persona's line, macros as in the card
+
+
+@dataclass(frozen=True)
+class ScaledPersona:
+    slug: str
+    group: str  # the slug of the persona it was copied from (itself if not a copy): copies share a group
+    persona: Persona  # the folder as load_persona reads it: the full card, the portrait when one was drawn
+    card: CharacterCard  # the card shown to the model: the held-back fields emptied
+    lines: tuple[TargetLine, ...]  # targets: the persona's lines the shown card does not contain
+
+
+def iter_scaled(folder: str | Path, *, hold_back: tuple[str, ...] = HELD_BACK) -> Iterator[ScaledPersona]:
+    """The scaled set's personas one at a time, in manifest.yaml order.
+
+    hold_back: the card fields (of HELD_BACK) emptied from the shown card, their lines becoming targets;
+    lines in no card field are always targets. A target the shown card still contains is an error.
+    """
+    root = Path(folder)
+    unknown = sorted(set(hold_back) - set(HELD_BACK))
+    if unknown:
+        raise ValueError(f"hold_back: {unknown[0]!r} is not one of {', '.join(HELD_BACK)}")
+    manifest = read_yaml_mapping(root / "manifest.yaml", "scaled training data")
+    try:
+        slugs = [str(entry["slug"]) for entry in manifest["personas"]]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{root / 'manifest.yaml'}: lacks personas[].slug ({e}); rebuild it with "
+                         "scripts/make_training_data.py --scale N") from None
+    for slug in slugs:
+        yield _scaled_persona(root / slug, hold_back)
+
+
+def load_scaled(folder: str | Path, *, hold_back: tuple[str, ...] = HELD_BACK, limit: int = 0) -> list[ScaledPersona]:
+    """The first `limit` (0: all) personas of the scaled set; see iter_scaled."""
+    out = []
+    for item in iter_scaled(folder, hold_back=hold_back):
+        out.append(item)
+        if len(out) == limit:
+            break
+    return out
+
+
+def _scaled_persona(folder: Path, hold_back: tuple[str, ...]) -> ScaledPersona:
+    persona = load_persona(folder)
+    where = folder / "lines.yaml"
+    tree = read_yaml_mapping(where, "scaled training data")
+    card = replace(persona.card, **{key: "" for key in hold_back})
+    shown = "\n".join(getattr(card, key) for key in SHOWN_FIELDS)
+    try:
+        lines = tuple(TargetLine(str(x["kind"]), str(x["to"]), str(x["text"])) for x in tree["lines"]
+                      if x["field"] in hold_back or x["field"] == "none")
+        group = str(tree["group"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{where}: lacks {e} (each line needs kind, to, text, field)") from None
+    for line in lines:
+        if line.text in shown:
+            raise ValueError(f"{where}: the target line {line.text[:60]!r} is in the card shown to the model")
+    return ScaledPersona(folder.name, group, persona, card, lines)
