@@ -462,10 +462,17 @@ class Agent:
                               soft_tokens=0 if soft is None else soft.shape[0],
                               with_card=self.config.embedding.mode.card_text, context=ctx)
 
+        kv = self.persona_kv
+        if kv is not None:  # the cells stand for the system turn: fit as the session does, then swap
+            budget += kv.saved_tokens(shown.card, user)
         first_fit = fit(context.build(history, 1, archive=False, recall=False))
         prompt = fit(context.build(history, first_fit.kept_from, archive=False), first_fit.kept_from)
         report = context.report
         lines = [self._guard_line(), report.lore.explain() if report.lore is not None else "[lore: no lorebook]"]
+        if kv is not None:
+            prompt, plan = kv.apply(prompt, shown.card.name)
+            lines.append(f"[kv: the system turn ({len(plan.ids)} tokens) goes in as {len(plan.prefix_ids)} of its KV "
+                         f"cells (embedding.conditioning=kv); the total below counts the cells]")
         if report.recalled:
             lines.append("[memory: recalled " + ", ".join(f"#{r.item.id} ({r.score:.2f})" for r in report.recalled) + "]")
         return "\n".join(lines) + "\n" + annotate(prompt, backend.tokenizer)

@@ -180,9 +180,9 @@ class CardLimits:
 @dataclass(frozen=True)
 class EmbeddingConfig:
     adapter: str = ""  # trained fusion adapter (.safetensors, relative to the repo or absolute); "" = no soft prompts
-    conditioning: str = "card"  # a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both)
+    conditioning: str = "card"  # a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both) | kv (the card read once by the LM; its header and kv_cells most distinctive KV cells stand for the system turn)
     summary_tokens: int = 40  # conditioning summary: at most this many tokens of the card (agent/persona/summary.py)
-    kv_cells: int = 64  # conditioning kv: the card's most distinctive KV cells kept (by tf-idf), besides the header (agent/embedding/kv_cells.py)
+    kv_cells: int = 52  # conditioning kv: the card's most distinctive KV cells kept (by tf-idf), besides the header (agent/embedding/kv_cells.py)
     kv_header: str = "name"  # conditioning kv: cells kept before them: name ("You are NAME.") | main (personae's whole instruction paragraph) | none
     kv_idf: str = ""  # conditioning kv: token document frequencies (JSON from scripts/make_kv_idf.py); "" = the packaged file for the embedded LM, else counted over the installed personas
 

@@ -290,3 +290,30 @@ def test_kv_mode_is_refused_with_an_engine_and_names_the_alternative(tmp_path):
 
     with pytest.raises(ConfigError, match="conditioning=summary"):
         load_persona_kv(EmbeddingConfig(conditioning="kv"), type("Engine", (), {"name": "engine"})())
+
+
+@needs_llama_cpp
+def test_llamacpp_cells_are_saved_and_a_restart_restores_them(tmp_path):
+    from agent.chat.backends import load_backend
+    from agent.config import LMConfig
+
+    def backend():
+        return load_backend(LMConfig(name_or_path=GGUF, threads=1, kv_contexts=1), lm=lambda: None,
+                            context_tokens=1024, cache_dir=tmp_path / "gguf", state_dir=tmp_path / "kv")
+    card = _card()
+    found = []
+    for run in range(2):
+        llama = backend()
+        try:
+            kv = _smollm_kv(llama, llama.tokenizer)
+            prompt, plan = kv.apply(fit_prompt(llama.tokenizer, card, [Message("user", "Who are you?")], "User",
+                                               budget=1024), card.name)
+            decoder = llama.new_decoder()
+            kv.start(decoder, plan)
+            logits, ran = decoder.prefill(prompt.ids)
+            assert ran == len(prompt.ids) - len(plan.prefix_ids)
+            found.append((logits, llama.scheduler.call(lambda table: table.restore_count)))
+        finally:
+            llama.close()
+    assert found[0][1] == 0 and found[1][1] >= 1  # the second process read the cells from disk, not the card
+    assert _same(found[0][0], found[1][0])

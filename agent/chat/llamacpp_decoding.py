@@ -156,8 +156,15 @@ class LlamaCppDecoder:
 def persona_cells(scheduler: Scheduler, plan) -> SharedPrefix:
     """A kv-mode persona's cells (agent/embedding/kv_cells.py CellPlan) in their own sequence: the system turn's
     body decoded, every cell but the kept ones dropped and the gaps closed (`SequenceTable.compact`: seq_rm, then
-    seq_add, llama.cpp's K-shift), then the tail decoded after them, which applies the shift. Sessions adopt it."""
+    seq_add, llama.cpp's K-shift), then the tail decoded after them, which applies the shift. Sessions adopt it.
+
+    The sequence is named by the plan (card, lore and selection), so its state is written to the spill folder
+    at once and a later process restores it from there instead of reading the card again."""
     decoder = LlamaCppDecoder(scheduler)
+    decoder.keep_as(f"persona-kv:{plan.key()}")
+    if decoder.ids == plan.prefix_ids:  # saved by an earlier run: restored on first use
+        return SharedPrefix(decoder._seq, len(plan.prefix_ids))
+    decoder.reset()
     decoder.prefill(plan.body)
     seq = decoder._seq
 
@@ -166,4 +173,5 @@ def persona_cells(scheduler: Scheduler, plan) -> SharedPrefix:
         table.compact(seq, list(plan.kept))
     scheduler.call(compact)
     decoder.prefill(plan.prefix_ids)
+    scheduler.call(lambda table: table.persist(seq))
     return SharedPrefix(seq, len(plan.prefix_ids))

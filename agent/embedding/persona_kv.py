@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class KVSettings:
-    m: int = 40  # body cells kept by tf-idf (embedding.kv_cells)
+    m: int = 52  # body cells kept by tf-idf (embedding.kv_cells)
     header: str = "name"  # name | main | none (embedding.kv_header)
     unique: bool = True  # one cell per token id (embedding.kv_unique); False: a repeated name may fill many
 
