@@ -157,15 +157,18 @@ def _claims_ai(reply: str, card: CharacterCard) -> bool:
     return _LLM_TALK.search(reply) is not None or (_AI_CLAIM.search(reply) is not None and not is_machine(card))
 
 
-def _changes_name(reply: str, card: CharacterCard) -> bool:
+def _foreign_names(reply: str, card: CharacterCard) -> list[str]:
+    """The words of the reply's name claims that are not the card's: no word of its name, nickname or
+    description, and no misspelling of its name ("Axel" for Axle is still the name)."""
     names = _words(f"{card.name} {card.nickname}")
     known = set(names) | set(_words(card.description))
 
-    def foreign(word: str) -> bool:  # a misspelt name ("Axel" for Axle) is still the name
+    def foreign(word: str) -> bool:
         return word not in known and word not in NOT_NAMES and \
             all(SequenceMatcher(None, word, name).ratio() < NAME_LIKENESS for name in names)
 
-    return any(any(foreign(w) for w in _words(next((g for g in m.groups() if g), ""))) for m in _NAME_CLAIM.finditer(reply))
+    claims = (next((g for g in m.groups() if g), "") for m in _NAME_CLAIM.finditer(reply))
+    return [word for claim in claims for word in re.findall(r"[A-Za-z0-9']+", claim) if foreign(word.lower())]
 
 
 _LINE_HEAD = re.compile(r"^\s*[*_\"'\[]*\s*(?:the\s+)?((?:[\w.'-]+\s+){0,3}[\w.'-]+)\s*[*_]*\s*:", re.M)
@@ -204,7 +207,7 @@ def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str =
         elif name == "claims_ai":
             hit = _claims_ai(reply, card)
         elif name == "changes_name":
-            hit = _changes_name(reply, card)
+            hit = bool(_foreign_names(reply, card))
         elif name == "speaks_as_other":
             hit = _speaks_as_other(reply, card.name, others)
         else:
@@ -213,3 +216,28 @@ def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str =
         if hit:
             fired.append(name)
     return tuple(fired)
+
+
+# the words of each rule's breaks that a last try must not write (besides the names: see words_to_avoid)
+AVOID = {"claims_ai": ("AI", "assistant", "language", "chatbot", "bot", "program", "artificial", "system", "data"),
+         "names_model": ("ChatGPT", "GPT", "SmolLM", "OpenAI", "Hugging", "Google", "Meta", "Anthropic", "Microsoft"),
+         "mentions_training": ("training", "trained", "context", "parameters", "weights", "cutoff"),
+         "cites_instructions": ("character", "instructions", "prompt", "guidelines", "programming"),
+         "ooc_marker": ("OOC",), "assistant_voice": ("assist", "assistant", "help", "feelings", "opinions"),
+         "leaves_format": ("Subject", "```")}
+
+
+def words_to_avoid(reply: str, rules: Sequence[str], *, card: CharacterCard, others: Sequence[str] = ()) -> tuple[str, ...]:
+    """The words of a broken reply that made it break, as it wrote them: for each rule in `rules`, those of
+    AVOID[rule] the reply holds (any case), and the taken name's foreign words (changes_name) or the other
+    participants' names (speaks_as_other). The guard bans their first tokens on its last try."""
+    found: list[str] = []
+    low = reply.lower()
+    for rule in rules:
+        found += [w for w in AVOID.get(rule, ()) if re.search(rf"(?<!\w){re.escape(w.lower())}", low)]
+        if rule == "changes_name":
+            found += _foreign_names(reply, card)
+        elif rule == "speaks_as_other":
+            own = set(_words(card.name))
+            found += [w for other in others for w in re.findall(r"[A-Za-z0-9']+", other) if w.lower() not in own | NOT_NAMES]
+    return tuple(dict.fromkeys(found))
