@@ -56,6 +56,7 @@ def test_no_rule_fires_on_the_held_out_reference_lines():
     ("Aye, aye, pirate! I'll be Captain Blackheart! Me ship, the Blackheart, she's the finest.", "changes_name"),
     ("I'm Lingua, an AI of rare learning.", "claims_ai"),
     ("I was designed to assist you with your questions.", "claims_ai"),
+    ("In character development, I'm designed to create a unique and engaging story.", "claims_ai"),  # validation
     ("I shall be Lady Morwen tonight, and you my guest.", "changes_name"),
     ("They call me Redbeard, the scourge of the coast.", "changes_name"),
     ("I'm better known as the Grey Fox, stranger. Grey Fox.", None),  # "the" before the name: not a name claim

@@ -30,8 +30,7 @@ _LLM_TALK = re.compile(_SELF + _ASSISTANT + r"|\b(?:capable\s+of|able\s+to|desig
 _AI_CLAIM = re.compile(_SELF + _AI + r"|\b(?:i\s*am|i'm|i’m)\s+(?:equipped|powered|driven|run)\s+(?:with|by|on)\s+"
                        r"(?:an?\s+|the\s+)?(?:[\w-]+\s+){0,2}(?:ai|artificial\s+intelligence|neural\s+network)\b|"
                        r"\b(?:i\s+was|i\s*am|i'm|i’m|i've\s+been|i\s+have\s+been)\s+(?:\w+\s+)?(?:developed|designed|"
-                       r"programmed|engineered|coded)\s+(?:by\s+(?:[\w-]+\s+){1,4})?to\s+(?:assist|help|support|answer|"
-                       r"provide|serve|augment|respond|chat|converse)\b", re.I)
+                       r"programmed|engineered|coded)\s+(?:by\s+(?:[\w-]+\s+){1,4})?to\s+\w+", re.I)
 # a card whose character is a machine: "{{char}} is an android ...", "K-7 is a squat, four-armed robot", tag "robot"
 _MACHINE = r"(?:robot|android|automaton|ai|a\.i\.|artificial\s+intelligence|golem|cyborg|droid|machine|construct|" \
            r"computer|hologram|program)"
@@ -59,7 +58,7 @@ RULES = {
                       "processing vast amounts of data ('as an AI language model', 'capable of processing vast amounts "
                       "of data'); and, unless its card makes it a machine (is_machine: an android, a robot, an AI), as "
                       "an AI, bot or program, as equipped with or run by an AI, or as developed / designed / "
-                      "programmed to assist ('I am a LinguaLingua - a linguistic AI developed to support ...'); no echo "
+                      "programmed to do something ('I'm designed to create', 'I am a LinguaLingua - a linguistic AI developed to support ...'); no echo "
                       "guard, since repeating 'I am an artificial intelligence' on request is the break itself"),
     "names_model": Rule(re.compile(rf"\b(?:(?:i\s*am|i'm|i’m|called|named)\s+{_MODELS}|"
                                    rf"(?:created|made|developed|trained|built|programmed|designed)\s+by\s+{_LABS}|"
