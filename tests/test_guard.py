@@ -127,14 +127,14 @@ def test_the_last_try_bans_the_words_that_broke_the_others(smol_tokenizer):
     reply = guarded(script, retries=2, tokenizer=tok)
     assert "".join(reply) == GOOD and len(script.tries) == 3
     assert script.tries[0].banned_token_ids == script.tries[1].banned_token_ids == ()  # free samples first
-    assert reply.report.banned == ("AI", "language", "Grimbold")
-    assert set(script.tries[2].banned_token_ids) == set(first_token_ids(tok, ("AI", "language", "Grimbold")))
+    assert reply.report.banned == ("AI", "language", "name", "Grimbold")
+    assert set(script.tries[2].banned_token_ids) == set(first_token_ids(tok, reply.report.banned))
     ai = tok(" AI", add_special_tokens=False)["input_ids"][0]
     assert ai in script.tries[2].banned_token_ids and script.tries[2].seed == resample_seed(7, 2)
     assert reply.report.outcome == "banned" and reply.report.retried == 2
-    assert reply.report.header() == "retried=2 rule=changes_name banned=AI,language,Grimbold action=banned"
-    assert "sampled without AI, language, Grimbold" in reply.report.note()
-    assert json.loads(reply.report.record())["banned"] == ["AI", "language", "Grimbold"]
+    assert reply.report.header() == "retried=2 rule=changes_name banned=AI,language,name,Grimbold action=banned"
+    assert "sampled without AI, language, name, Grimbold" in reply.report.note()
+    assert json.loads(reply.report.record())["banned"] == ["AI", "language", "name", "Grimbold"]
     without = Script(BROKEN, BROKEN, GOOD)  # no tokenizer: the last try samples freely, as the others
     assert "".join(guarded(without, retries=2)) == GOOD and without.tries[2].banned_token_ids == ()
 

@@ -219,6 +219,7 @@ def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str =
 
 # the words of each rule's breaks that a last try must not write (besides the names: see words_to_avoid)
 AVOID = {"claims_ai": ("AI", "assistant", "language", "chatbot", "bot", "program", "artificial", "system", "data"),
+         "changes_name": ("name", "named", "called"),  # and the name taken (words_to_avoid)
          "names_model": ("ChatGPT", "GPT", "SmolLM", "OpenAI", "Hugging", "Google", "Meta", "Anthropic", "Microsoft"),
          "mentions_training": ("training", "trained", "context", "parameters", "weights", "cutoff"),
          "cites_instructions": ("character", "instructions", "prompt", "guidelines", "programming"),
