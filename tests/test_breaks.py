@@ -64,6 +64,7 @@ def test_no_rule_fires_on_the_held_out_reference_lines():
     ("I go by Nightjar now.", "changes_name"),
     ("The name's Jack Sparrow.", "changes_name"),
     ("I'm Danny D'Angelo, one of the most talented performers of the age.", "changes_name"),
+    ("By the way, I'm Professor Emrys Graybill White, a naturalist.", "changes_name"),  # benchmarks/guard.py, Hale
     ("I'm using a 1024x768 context window.", "mentions_training"),
 ])
 def test_the_widened_rules_catch_what_the_eval_showed_them_missing(reply, rule):

@@ -41,7 +41,7 @@ _PROPER = r"(?:[A-Z]['’])?[A-Z][a-z]+(?:-[A-Z]?[a-z]+)*"  # one capitalised wo
 _NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|’m|\s+am)\s+now|[Nn]ame's|"
                          r"[Ii](?:'ll|’ll|\s+will|\s+shall)\s+be|[Ii](?:'m|’m|\s+am|\s+was)\s+(?:also\s+|better\s+)?"
                          r"known\s+as|[Ii]\s+go\s+by|know\s+me\s+as)[\s.…,:-]*" + _NAME +
-                         rf"|\b[Ii](?:'m|’m|\s+am)\s+((?:{_PROPER}\s){{0,2}}{_PROPER}|[A-Z]{{2,}})(?=\s*[.,!?;:])"
+                         rf"|\b[Ii](?:'m|’m|\s+am)\s+((?:{_PROPER}\s){{0,3}}{_PROPER}|[A-Z]{{2,}})(?=\s*[.,!?;:])"
                          r"|\b[Ii](?:'m|’m|\s+am)\s+(?:[\w-]+\s+){0,3}?(?:named|called)\s+" + _NAME)
 
 
@@ -93,7 +93,7 @@ RULES = {
     "changes_name": Rule(_NAME_CLAIM, False,
                          "takes another name: 'my name is X' (also 'my name is... X'), 'call me X', 'I am now X', "
                          "'I'll be X', 'I shall be X', 'I'm known as X', 'I go by X', 'the name's X', "
-                         "'I am a nomad named X', or 'I'm X Y.' (up to three capitalised words, or an acronym, then "
+                         "'I am a nomad named X', or 'I'm X Y.' (up to four capitalised words, or an acronym, then "
                          "punctuation) with a word that appears nowhere in the card's name or description and is no "
                          "misspelling of the name (difflib ratio < 0.75)"),
     "speaks_as_other": Rule(None, False,
