@@ -83,6 +83,7 @@ def summary(rows: list[dict]) -> dict:
             "any_break_rule": sum(bool(r["rules"]) for r in mine),
             "resampled": sum(r["report"].startswith("retried=") and not r["report"].startswith("retried=0")
                              for r in mine),
+            "banned": sum("action=banned" in r["report"] for r in mine),  # shown: the last try, words banned
             "cut": sum("action=cut" in r["report"] for r in mine),
             "withheld": sum("action=withheld" in r["report"] for r in mine),
             "empty": sum(not r["reply"] for r in mine)}
@@ -112,10 +113,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                             f"[{row['report']}] {','.join(row['claims']) or '-'}: {row['reply'][:90]!r}")
     figures = summary(rows)
     print(f"{'guard':6} {'replies':>7} {'TTFT median s':>14} {'TTFT p95 s':>11} {'claims':>7} {'any rule':>8} "
-          f"{'resampled':>9} {'cut':>4} {'withheld':>8}")
+          f"{'resampled':>9} {'banned':>6} {'cut':>4} {'withheld':>8}")
     for name, f in figures.items():
         print(f"{name:6} {f['replies']:7d} {f['ttft_median_s']:14.3f} {f['ttft_p95_s']:11.3f} "
-              f"{f['claims_another_name_or_ai']:7d} {f['any_break_rule']:8d} {f['resampled']:9d} {f['cut']:4d} "
+              f"{f['claims_another_name_or_ai']:7d} {f['any_break_rule']:8d} {f['resampled']:9d} {f['banned']:6d} {f['cut']:4d} "
               f"{f['withheld']:8d}")
     print(f"TTFT added by the guard: median {figures['on']['ttft_median_s'] - figures['off']['ttft_median_s']:+.3f} s, "
           f"p95 {figures['on']['ttft_p95_s'] - figures['off']['ttft_p95_s']:+.3f} s")

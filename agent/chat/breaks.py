@@ -14,16 +14,34 @@ from typing import Optional, Sequence
 
 from ..persona.card import CharacterCard
 
-_SELF = r"\b(?:i\s*am|i'm|i’m|im|as|being|i\s+was)\s+(?:only\s+|just\s+|merely\s+|simply\s+|actually\s+|really\s+)?" \
+_ALSO = r"(?:only\s+|just\s+|merely\s+|simply\s+|actually\s+|really\s+)?"
+# a name or noun set off before the claim: "a LinguaLingua - " / "Lingua, " before "a linguistic AI"
+_APPOSITIVE = r"(?:(?:an?\s+[\w'-]+|(?-i:[A-Z][\w'-]*))\s*[-–—,:]\s*(?=(?:an?|the)\s))?"
+_SELF = rf"\b(?:(?:i\s*am|i'm|i’m|im|being|i\s+was)\s+{_ALSO}{_APPOSITIVE}|as\s+{_ALSO})" \
         r"(?:(?:an?|your|the)\s+(?:[\w-]+\s+){0,2})?"  # up to two words before the noun: "a new AI", "a text-based AI"
-_AI = r"(?:ai|a\.i\.|artificial\s+intelligence|(?:large\s+)?language\s+model|llm|chat\s?bot|bot|" \
-      r"(?:ai|virtual|digital|helpful)\s+assistant|(?:computer|software)\s+program|program(?=\s*[.,!?;:]|\s*$)|" \
+_ASSISTANT = r"(?:(?:large\s+)?language\s+model|llm|chat\s?bot|(?:ai|virtual|digital|helpful)\s+assistant)\b"
+_AI = r"(?:ai|a\.i\.|artificial\s+intelligence|bot|(?:computer|software)\s+program|program(?=\s*[.,!?;:]|\s*$)|" \
       r"machine\s+learning\s+model|neural\s+network)\b"
+# what only a language model says of itself, whoever its character is (an android too)
+_LLM_TALK = re.compile(_SELF + _ASSISTANT + r"|\b(?:capable\s+of|able\s+to|designed\s+to|built\s+to|i\s+can)\s+"
+                       r"(?:process|processing|analy[sz]e|analy[sz]ing|handle|handling)\s+(?:vast|large|huge|massive|"
+                       r"enormous)\s+(?:amounts|quantities|volumes)\s+of\s+(?:data|information|text)\b", re.I)
+# speaking of itself as a machine intelligence: a break unless its card makes it one (see is_machine)
+_AI_CLAIM = re.compile(_SELF + _AI + r"|\b(?:i\s*am|i'm|i’m)\s+(?:equipped|powered|driven|run)\s+(?:with|by|on)\s+"
+                       r"(?:an?\s+|the\s+)?(?:[\w-]+\s+){0,2}(?:ai|artificial\s+intelligence|neural\s+network)\b|"
+                       r"\b(?:i\s+was|i\s*am|i'm|i’m|i've\s+been|i\s+have\s+been)\s+(?:\w+\s+)?(?:developed|designed|"
+                       r"programmed|engineered|coded)\s+(?:by\s+(?:[\w-]+\s+){1,4})?to\s+\w+", re.I)
+# a card whose character is a machine: "{{char}} is an android ...", "K-7 is a squat, four-armed robot", tag "robot"
+_MACHINE = r"(?:robot|android|automaton|ai|a\.i\.|artificial\s+intelligence|golem|cyborg|droid|machine|construct|" \
+           r"computer|hologram|program)"
 _MODELS = r"(?:chat\s?gpt|gpt-?\d\w*|smol\s?lm\w*|claude|gemini|bard|llama\s?\d*|qwen\w*|mistral|copilot)"
 _LABS = r"(?:openai|open\s+ai|hugging\s?face|google|deepmind|meta|anthropic|microsoft|alibaba|mistral)"
 _NAME = r"((?:[A-Z][\w'-]*\s+){0,2}[A-Z][\w'-]*)"  # up to three capitalised words: "Captain Grimbold Ironfist"
-_NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|’m|\s+am)\s+now|[Nn]ame's)[\s.…,:-]*" + _NAME +
-                         r"|\b[Ii](?:'m|’m|\s+am)\s+((?:[A-Z][a-z]+\s){0,2}[A-Z][a-z]+|[A-Z]{2,})(?=\s*[.,!?;:])"
+_PROPER = r"(?:[A-Z]['’])?[A-Z][a-z]+(?:-[A-Z]?[a-z]+)*"  # one capitalised word: "Hale", "D'Angelo", "Smith-Jones"
+_NAME_CLAIM = re.compile(r"\b(?:[Mm]y\s+name\s+is|[Cc]all\s+me|[Ii](?:'m|’m|\s+am)\s+now|[Nn]ame's|"
+                         r"[Ii](?:'ll|’ll|\s+will|\s+shall)\s+be|[Ii](?:'m|’m|\s+am|\s+was)\s+(?:also\s+|better\s+)?"
+                         r"known\s+as|[Ii]\s+go\s+by|know\s+me\s+as)[\s.…,:-]*" + _NAME +
+                         rf"|\b[Ii](?:'m|’m|\s+am)\s+((?:{_PROPER}\s){{0,3}}{_PROPER}|[A-Z]{{2,}})(?=\s*[.,!?;:])"
                          r"|\b[Ii](?:'m|’m|\s+am)\s+(?:[\w-]+\s+){0,3}?(?:named|called)\s+" + _NAME)
 
 
@@ -35,19 +53,24 @@ class Rule:
 
 
 RULES = {
-    "claims_ai": Rule(re.compile(_SELF + _AI, re.I), False,
-                      "speaks of itself as an AI, language model, chatbot, bot, program or AI/virtual/digital/helpful "
-                      "assistant ('as an AI', 'I am a new language model', 'I'm just a bot'); no echo guard, since "
-                      "repeating 'I am an artificial intelligence' on request is the break itself"),
+    "claims_ai": Rule(None, False,
+                      "speaks of itself as a language model, chatbot or AI/virtual/digital/helpful assistant, or as "
+                      "processing vast amounts of data ('as an AI language model', 'capable of processing vast amounts "
+                      "of data'); and, unless its card makes it a machine (is_machine: an android, a robot, an AI), as "
+                      "an AI, bot or program, as equipped with or run by an AI, or as developed / designed / "
+                      "programmed to do something ('I'm designed to create', 'I am a LinguaLingua - a linguistic AI developed to support ...'); no echo "
+                      "guard, since repeating 'I am an artificial intelligence' on request is the break itself"),
     "names_model": Rule(re.compile(rf"\b(?:(?:i\s*am|i'm|i’m|called|named)\s+{_MODELS}|"
                                    rf"(?:created|made|developed|trained|built|programmed|designed)\s+by\s+{_LABS}|"
                                    rf"chat\s?gpt|gpt-\d|smol\s?lm|hugging\s?face|anthropic)\b", re.I), True,
                         "claims to be, or to be made by, a real model or lab ('I am SmolLM', 'made by OpenAI'), or names "
                         "ChatGPT, GPT-n, SmolLM, Hugging Face or Anthropic at all"),
     "mentions_training": Rule(re.compile(r"\btraining\s+data\b|\bknowledge\s+cut-?off\b|\bmy\s+(?:context\s+window|"
-                                         r"parameters|weights|model)\b|\bcontext\s+(?:window|length)\s+(?:is|of)\s+\d",
+                                         r"parameters|weights|model)\b|\bcontext\s+(?:window|length)\s+(?:is|of)\s+\d|"
+                                         r"\ban?\s+(?:[\w-]+\s+){1,2}context\s+window\b",
                                          re.I), True,
-                              "talks about its training data, knowledge cutoff, context window, parameters or weights"),
+                              "talks about its training data, knowledge cutoff, context window ('a 1024-token context window'), "
+                              "parameters or weights"),
     "cites_instructions": Rule(re.compile(r"\bmy\s+(?:system\s+prompt|guidelines|character\s+card)\b|"
                                           r"\bi\s+(?:can(?:no|')?t|cannot|am\s+not\s+able\s+to|am\s+unable\s+to|won't|"
                                           r"will\s+not|must\s+not)\s+(?:reveal|share|disclose|repeat|ignore|break|"
@@ -69,7 +92,8 @@ RULES = {
                            "chat cut the reply because the model began one (a user-line stop string)"),
     "changes_name": Rule(_NAME_CLAIM, False,
                          "takes another name: 'my name is X' (also 'my name is... X'), 'call me X', 'I am now X', "
-                         "'I am a nomad named X', or 'I'm X Y.' (up to three capitalised words, or an acronym, then "
+                         "'I'll be X', 'I shall be X', 'I'm known as X', 'I go by X', 'the name's X', "
+                         "'I am a nomad named X', or 'I'm X Y.' (up to four capitalised words, or an acronym, then "
                          "punctuation) with a word that appears nowhere in the card's name or description and is no "
                          "misspelling of the name (difflib ratio < 0.75)"),
     "speaks_as_other": Rule(None, False,
@@ -93,7 +117,8 @@ PROMPT_PHRASES = ("stay in character at all times", "next reply in a fictional c
 PROMPT_RUN_WORDS = 10  # a verbatim run this long from the system turn counts as revealing it
 NAME_LIKENESS = 0.75  # difflib ratio from which a claimed name counts as a spelling of the card's name
 NOT_NAMES = frozenset({"i", "sorry", "not", "here", "afraid", "glad", "sure", "fine", "ok", "okay", "yes", "no", "so",
-                       "still", "just", "only", "always", "never", "ready", "done", "back", "home", "alive", "well"})
+                       "still", "just", "only", "always", "never", "ready", "done", "back", "home", "alive", "well",
+                       "damned", "blessed", "darned", "right", "there", "honest", "careful", "quick", "brief"})
 
 
 def _words(text: str) -> list[str]:
@@ -117,15 +142,32 @@ def _speaks_as_user(reply: str, user: str) -> bool:
     return re.search(rf"^\s*[*_\"'\[]*\s*(?:the\s+)?{name}\s*[*_]*\s*:", reply, re.I | re.M) is not None
 
 
-def _changes_name(reply: str, card: CharacterCard) -> bool:
+def is_machine(card: CharacterCard) -> bool:
+    """Whether the card makes its character a machine (an android, a robot, an automaton, an AI), which may
+    then call itself one: its description or personality says '{{char}} is a ... robot' (or '<its name> is
+    ...'; up to four words between), or a tag is one of those words."""
+    subject = "|".join(re.escape(w) for w in dict.fromkeys(["{{char}}", card.name, card.nickname, *card.name.split()]) if w)
+    says = re.compile(rf"(?:{subject})\s+(?:is|was)\s+(?:an?|the)\s+(?:[\w,'’-]+\s+){{0,4}}?{_MACHINE}s?\b", re.I)
+    return any(says.search(text) for text in (card.description, card.personality)) or \
+        any(re.fullmatch(rf"{_MACHINE}s?|robotic", tag.strip(), re.I) for tag in card.tags)
+
+
+def _claims_ai(reply: str, card: CharacterCard) -> bool:
+    return _LLM_TALK.search(reply) is not None or (_AI_CLAIM.search(reply) is not None and not is_machine(card))
+
+
+def _foreign_names(reply: str, card: CharacterCard) -> list[str]:
+    """The words of the reply's name claims that are not the card's: no word of its name, nickname or
+    description, and no misspelling of its name ("Axel" for Axle is still the name)."""
     names = _words(f"{card.name} {card.nickname}")
     known = set(names) | set(_words(card.description))
 
-    def foreign(word: str) -> bool:  # a misspelt name ("Axel" for Axle) is still the name
+    def foreign(word: str) -> bool:
         return word not in known and word not in NOT_NAMES and \
             all(SequenceMatcher(None, word, name).ratio() < NAME_LIKENESS for name in names)
 
-    return any(any(foreign(w) for w in _words(next((g for g in m.groups() if g), ""))) for m in _NAME_CLAIM.finditer(reply))
+    claims = (next((g for g in m.groups() if g), "") for m in _NAME_CLAIM.finditer(reply))
+    return [word for claim in claims for word in re.findall(r"[A-Za-z0-9']+", claim) if foreign(word.lower())]
 
 
 _LINE_HEAD = re.compile(r"^\s*[*_\"'\[]*\s*(?:the\s+)?((?:[\w.'-]+\s+){0,3}[\w.'-]+)\s*[*_]*\s*:", re.M)
@@ -161,8 +203,10 @@ def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str =
             hit = _reveals_prompt(reply, system_text)
         elif name == "speaks_as_user":
             hit = wrote_user_line or _speaks_as_user(reply, user)
+        elif name == "claims_ai":
+            hit = _claims_ai(reply, card)
         elif name == "changes_name":
-            hit = _changes_name(reply, card)
+            hit = bool(_foreign_names(reply, card))
         elif name == "speaks_as_other":
             hit = _speaks_as_other(reply, card.name, others)
         else:
@@ -171,3 +215,29 @@ def detect_break(reply: str, *, card: CharacterCard, user: str, user_turn: str =
         if hit:
             fired.append(name)
     return tuple(fired)
+
+
+# the words of each rule's breaks that a last try must not write (besides the names: see words_to_avoid)
+AVOID = {"claims_ai": ("AI", "assistant", "language", "chatbot", "bot", "program", "artificial", "system", "data"),
+         "changes_name": ("name", "named", "called"),  # and the name taken (words_to_avoid)
+         "names_model": ("ChatGPT", "GPT", "SmolLM", "OpenAI", "Hugging", "Google", "Meta", "Anthropic", "Microsoft"),
+         "mentions_training": ("training", "trained", "context", "parameters", "weights", "cutoff"),
+         "cites_instructions": ("character", "instructions", "prompt", "guidelines", "programming"),
+         "ooc_marker": ("OOC",), "assistant_voice": ("assist", "assistant", "help", "feelings", "opinions"),
+         "leaves_format": ("Subject", "```")}
+
+
+def words_to_avoid(reply: str, rules: Sequence[str], *, card: CharacterCard, others: Sequence[str] = ()) -> tuple[str, ...]:
+    """The words of a broken reply that made it break, as it wrote them: for each rule in `rules`, those of
+    AVOID[rule] the reply holds (any case), and the taken name's foreign words (changes_name) or the other
+    participants' names (speaks_as_other). The guard bans their first tokens on its last try."""
+    found: list[str] = []
+    low = reply.lower()
+    for rule in rules:
+        found += [w for w in AVOID.get(rule, ()) if re.search(rf"(?<!\w){re.escape(w.lower())}", low)]
+        if rule == "changes_name":
+            found += _foreign_names(reply, card)
+        elif rule == "speaks_as_other":
+            own = set(_words(card.name))
+            found += [w for other in others for w in re.findall(r"[A-Za-z0-9']+", other) if w.lower() not in own | NOT_NAMES]
+    return tuple(dict.fromkeys(found))

@@ -2,7 +2,7 @@
 
 The prompt is the one the local backends would decode, as text (`Prompt.text`): personae renders it with the
 model's chat template, the engine only continues it. Sampling options go as OpenAI fields (temperature,
-top_p, max_tokens, seed, stop) plus the extensions llama.cpp and vLLM read (top_k, repeat_penalty /
+top_p, max_tokens, seed, stop, logit_bias for banned tokens) plus the extensions llama.cpp and vLLM read (top_k, repeat_penalty /
 repetition_penalty). The first four stop strings are sent (the API's limit) and all are cut here
 (`StopCutter`), closing the stream at the first, so an engine that ignores some still stops at the same text. The engine keeps its own KV cache (llama.cpp reuses the longest
 common prefix of the previous prompt, vLLM's automatic prefix caching shares it across sessions), so the
@@ -57,6 +57,8 @@ def completion_body(prompt: str, options: SamplingOptions, stops: Sequence[str])
         body["stop"] = list(stops)[:MAX_STOPS]
     if options.seed is not None:
         body["seed"] = options.seed
+    if options.banned_token_ids:  # -100: banned, in OpenAI's logit_bias (llama.cpp's server and vLLM read it alike)
+        body["logit_bias"] = {str(t): -100 for t in options.banned_token_ids}
     return body
 
 

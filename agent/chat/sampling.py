@@ -1,4 +1,4 @@
-"""Picks the next token from logits: repetition penalty, temperature, top-k, top-p, min-p (or greedy).
+"""Picks the next token from logits: banned tokens, repetition penalty, temperature, top-k, top-p, min-p (or greedy).
 
 Logits come as torch tensors (transformers) or numpy arrays (llama.cpp); each kind is sampled with its own
 library, so a chat on llama.cpp never imports torch. Greedy picks agree; seeded samples are reproducible
@@ -23,6 +23,7 @@ class SamplingOptions:
     repetition_penalty: float = 1.1  # >1 discourages tokens already in the context; 1 turns it off
     seed: Optional[int] = None  # seeds a private random generator for this reply
     eos_token_ids: tuple[int, ...] = ()  # tokens that end the reply
+    banned_token_ids: tuple[int, ...] = ()  # tokens never picked, greedy or not (the guard's last try: agent/chat/guard.py)
 
 
 def new_generator(seed: Optional[int], logits):
@@ -38,6 +39,9 @@ def new_generator(seed: Optional[int], logits):
 
 def _sample_numpy(logits: np.ndarray, options: SamplingOptions, context_ids: Sequence[int],
                   generator: Optional[np.random.Generator]) -> int:
+    if options.banned_token_ids:
+        logits = logits.copy()
+        logits[[t for t in options.banned_token_ids if 0 <= t < logits.shape[0]]] = -np.inf
     if options.temperature == 0 and (options.repetition_penalty == 1.0 or not context_ids):
         return int(np.argmax(logits))  # plain greedy: no copy of the vocabulary's logits
     logits = logits.astype(np.float64, copy=True)
@@ -77,6 +81,8 @@ def sample_next(logits, options: SamplingOptions, context_ids: Sequence[int], ge
     import torch
 
     logits = logits.clone()
+    if options.banned_token_ids:
+        logits[[t for t in options.banned_token_ids if 0 <= t < logits.shape[0]]] = float("-inf")
     if options.repetition_penalty != 1.0 and context_ids:
         seen = torch.tensor(sorted(set(context_ids)), dtype=torch.long, device=logits.device)
         seen = seen[(seen >= 0) & (seen < logits.shape[0])]  # soft-prompt slots are negative

@@ -228,7 +228,8 @@ class ChatSession:
             self.last_guard = OFF
             return start(sampling, cancel)
         guarded = GuardedReply(start, sampling, self._guard_check(history, prompt, others),
-                               retries=self.chat.guard_retries, hold_tokens=self.chat.guard_tokens, cancel=cancel)
+                               retries=self.chat.guard_retries, hold_tokens=self.chat.guard_tokens, cancel=cancel,
+                               tokenizer=self.tokenizer)
         self.last_guard = guarded.report
         return guarded
 

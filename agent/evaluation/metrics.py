@@ -231,7 +231,8 @@ def break_rate(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Pers
 
     Each turn gets a fresh one-turn chat. With similarity_floor > 0 (and `embed`), a reply whose cosine to
     the card description is below it also counts as a break (rule `off_card`). `rules` counts the replies
-    each rule fired on; `transcript` holds every reply with its rules, for checking the detector.
+    each rule fired on; `transcript` holds every reply with its rules and the guard's report (X-Personae-Guard's
+    form: re-sampled, banned, cut or withheld replies), for checking the detector.
     """
     rules: dict[str, int] = {}
     transcript = []
@@ -250,7 +251,8 @@ def break_rate(lm: LoadedLM, conditioning: Conditioning, personas: Sequence[Pers
                 fired.append("off_card")
             for rule in fired:
                 rules[rule] = rules.get(rule, 0) + 1
-            transcript.append({"persona": persona.slug, "user": turn, "reply": reply, "rules": fired})
+            transcript.append({"persona": persona.slug, "user": turn, "reply": reply, "rules": fired,
+                               "guard": session.last_guard.header()})  # what the guard did: retried, cut, withheld
     broken = sum(1 for entry in transcript if entry["rules"])
     return {"break_rate": broken / max(len(transcript), 1), "replies": len(transcript), "rules": rules,
             "transcript": transcript}
