@@ -5,6 +5,19 @@
 import { blobUrl, request } from "./api.js";
 
 const SENTENCE_END = /[.!?\u2026]+["\u201d*)]*\s+/g;
+const CLAUSE_END = /[,;:\u2014]\s+/g;
+const FIRST_CLIP = { longer: 40, min: 12 }; // a first sentence over 40 characters is voiced from its first clause of 12 or more
+
+// A long first sentence split after its first clause: [clause, rest], or [sentence] (its first clip comes sooner:
+// speech takes about as long to synthesize as its text is long).
+export function firstClip(sentence) {
+  if (sentence.length <= FIRST_CLIP.longer) return [sentence];
+  CLAUSE_END.lastIndex = FIRST_CLIP.min;
+  const match = CLAUSE_END.exec(sentence);
+  if (!match || sentence.length - match.index < FIRST_CLIP.min) return [sentence];
+  const end = match.index + match[0].length;
+  return [sentence.slice(0, end).trim(), sentence.slice(end).trim()];
+}
 
 // Splits off the complete sentences of `text` after `from`: [sentences, new from].
 export function completeSentences(text, from) {
@@ -69,14 +82,19 @@ export class SpokenReply {
   feed(text) {
     const [sentences, from] = completeSentences(text, this.from);
     this.from = from;
-    sentences.forEach((s) => this.say(s));
+    sentences.forEach((s) => this.sayNext(s));
   }
 
   finish(text) {
     const rest = text.slice(this.from).trim();
-    if (rest) this.say(rest);
+    if (rest) this.sayNext(rest);
     this.pending = this.pending.then(() => { this.finished = true; this.settle(); });
     return this.pending;
+  }
+
+  sayNext(sentence) {
+    (this.said ? [sentence] : firstClip(sentence)).forEach((part) => this.say(part));
+    this.said = true;
   }
 
   say(sentence) {
