@@ -350,13 +350,12 @@ class ChatSession:
         self.messages = self.messages[:-1] + [Message(self.messages[-1].role, text)]
 
     def delete_last(self) -> Message:
-        """The newest message goes, in memory and in the store (a deleted reply leaves its message unanswered:
-        the next `reply` answers the two together). Returns it."""
+        """The newest message goes, in memory and in the store (a deleted reply leaves its message unanswered;
+        the server answers it with the client's next request, agent/server/completion.py). Returns it."""
         if not self.messages:
             raise ValueError("the conversation has no message to delete")
         self.store.remove_last(self.id, 1)
-        gone = self.messages.pop()
-        return gone
+        return self.messages.pop()
 
     def drop_last_turn(self) -> None:
         """The last message and its reply go, in memory and in the store (an API client went away having

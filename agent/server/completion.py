@@ -1,8 +1,9 @@
 """One chat completion on a job thread: session, history, per-request sampling, stop strings, usage.
 
 `complete(sessions, request, job)` streams text pieces through `job.emit` and returns a `Completion`
-(`continue_last` the same for more of a stored session's last reply); the chat route turns both into OpenAI's response or its server-sent chunks. A client that goes away
-mid-reply keeps only what it received: `Completion.keep_received` cuts the stored turn to that.
+(`continue_last` the same for more of a stored session's last reply); the chat route turns both into OpenAI's
+response or its server-sent chunks. A client that goes away mid-reply keeps only what it received:
+`Completion.keep_received` cuts the stored turn to that.
 """
 from __future__ import annotations
 
