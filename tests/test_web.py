@@ -155,7 +155,7 @@ def test_a_reply_streams_in_pieces_beside_the_portrait(driver):
     assert reply.find_element(By.CSS_SELECTOR, "img.portrait").get_attribute("alt") == "Portrait of Captain Mara Vell"
 
 
-def test_swipes_keep_alternatives_to_pick_from(driver):
+def test_swipes_keep_alternatives_to_pick_from(driver, server):
     first = texts(driver)[-1]
     driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Regenerate the reply (swipe)"]').click()
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".swipe-count") and settled(d), 90)
@@ -164,12 +164,44 @@ def test_swipes_keep_alternatives_to_pick_from(driver):
     assert driver.find_element(By.CSS_SELECTOR, ".swipe-count").text == "1/2"
     assert texts(driver)[-1] == first
     assert len(texts(driver)) == 3
+    wait_for(driver, lambda d: stored(d, server)[-1].get("swipe") == 0, 30, "the choice did not reach the server")
+    assert stored(driver, server)[-1]["swipes"][0] == first and len(stored(driver, server)[-1]["swipes"]) == 2
+
+
+def stored(driver, server) -> list[dict]:
+    """The open chat's messages as the server stores them."""
+    current = json.loads(driver.execute_script("return localStorage.getItem('personae.current')"))
+    return httpx.get(f"{server}/v1/sessions/{current['sid']}/messages", params={"model": current["model"]},
+                     headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
+
+
+def test_an_edit_reaches_the_server_at_once_and_continue_writes_on(driver, server):
+    click(driver, 'button[aria-label="Edit the last message"]')
+    area = driver.find_element(By.CSS_SELECTOR, 'textarea[aria-label="Edit the message"]')
+    area.clear()
+    area.send_keys("Aye, we sail for")  # cut mid-sentence: the tiny model's own replies end with its end token
+    click(driver, '#messages button[aria-label="Save"]')
+    wait_for(driver, lambda d: stored(d, server)[-1]["content"] == "Aye, we sail for", 30, "the edit was not stored")
+    before = texts(driver)
+    click(driver, 'button[aria-label="Continue this reply"]')
+    wait_for(driver, lambda d: (texts(d)[-1] != before[-1] or d.find_element(By.ID, "errors").text) and settled(d),
+             90, "the continuation never ended")
+    after = texts(driver)
+    assert len(after) == len(before) and after[:-1] == before[:-1]  # the same message, longer
+    assert after[-1].startswith(before[-1]) and len(after[-1]) > len(before[-1]), driver.find_element(By.ID, "errors").text
+    assert not driver.find_element(By.ID, "errors").text
+    assert len(stored(driver, server)) == len(after)
 
 
 def test_the_chat_resumes_after_a_reload(driver, server):
     before = texts(driver)
     driver.refresh()
     wait_for(driver, lambda d: len(texts(d)) == len(before), 60, "the chat did not come back")
+    assert texts(driver) == before
+    assert driver.find_element(By.CSS_SELECTOR, ".swipe-count").text == "1/2"  # the alternatives came back too
+    driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Next alternative"]').click()
+    assert driver.find_element(By.CSS_SELECTOR, ".swipe-count").text == "2/2"
+    driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Previous alternative"]').click()
     assert texts(driver) == before
     driver.find_element(By.ID, "nav-sessions").click()
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#session-list button"))
@@ -330,6 +362,42 @@ def test_server_errors_read_as_sentences(driver, server):
     assert driver.find_element(By.ID, "key-form").is_displayed()
     driver.find_element(By.ID, "key-input").send_keys(KEY, Keys.ENTER)
     wait_for(driver, lambda d: not d.find_element(By.ID, "errors").text, 30)
+
+
+def test_busy_and_unreachable_servers_read_as_sentences(tmp_path):
+    """One job place and one queue place, both taken by persona creations: the page's message gets 429, shown
+    with its Retry-After wait; then the server stops, and the next message says the server is unreachable."""
+    import threading
+
+    def occupy(url: str, name: str) -> threading.Thread:
+        busy = threading.Thread(target=httpx.post, args=(url + "/v1/personas/generate",), kwargs={
+            "json": {"idea": "a tired ferryman", "name": name}, "timeout": 120})
+        busy.start()
+        return busy
+
+    browser = start_browser()
+    try:
+        with personae_serve(TINY, tmp_path / "home", env={"PERSONAE_MAX_STREAMS": "1", "PERSONAE_QUEUE_SIZE": "1",
+                                                          "PERSONAE_MAX_GENERATE_SECONDS": "15"}) as url:
+            open_page(browser, url, None)
+            open_chat(browser, "mara")
+            wait_for(browser, lambda d: texts(d))
+            jobs = [occupy(url, "Busy One"), occupy(url, "Busy Two")]
+            wait_for(browser, lambda _: httpx.get(url + "/health").json().get("queued"), 30, "the queue never filled")
+            browser.find_element(By.ID, "message-input").send_keys("Anyone there?", Keys.ENTER)
+            error = wait_for(browser, lambda d: d.find_element(By.ID, "errors").text, 30, "no error shown")
+            assert re.search(r"The server is busy: try again in \d+ s\.", error), error
+            assert texts(browser)[-1] == "Anyone there?"  # no empty reply left behind
+            for job in jobs:
+                job.join(120)
+        browser.find_element(By.ID, "message-input").send_keys("Still there?", Keys.ENTER)  # the server has stopped
+        error = wait_for(browser, lambda d: "unreachable" in d.find_element(By.ID, "errors").text and
+                         d.find_element(By.ID, "errors").text, 30, "no error shown")
+        assert error.startswith("The server is unreachable (") and "personae serve running?" in error
+        assert browser.find_element(By.ID, "errors").get_attribute("role") == "alert"
+        assert settled(browser)
+    finally:
+        browser.quit()
 
 
 def _question_wav(url: str, path: Path) -> float:

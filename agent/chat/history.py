@@ -5,7 +5,8 @@ persona slug and an optional channel (a Discord channel, an API session id) for 
 A group scene (agent/chat/scene.py) is a session too: its `persona` is the members' key ("hale+mara"),
 `scenes` marks it, `scene_members` lists who is in it (each with a session of its own for its memory), and
 each message names its `speaker`. A reply keeps the guard's record (agent/chat/guard.py, JSON) in `guard`.
-Databases from before scenes or the guard gain those columns when opened.
+A regenerated reply keeps its alternatives (swipes) in `swipes`; the message holds the chosen one, whose
+position is its `swipe`. Databases from before scenes, the guard or swipes gain those columns when opened.
 """
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ CREATE TABLE IF NOT EXISTS scene_members (
     present INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (session_id, persona)
 );
+CREATE TABLE IF NOT EXISTS swipes (
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    guard TEXT,
+    PRIMARY KEY (message_id, position)
+);
 CREATE TABLE IF NOT EXISTS session_lore (
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     lorebook TEXT NOT NULL,
@@ -56,13 +64,14 @@ CREATE TABLE IF NOT EXISTS session_lore (
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Brings a database written before scenes or the guard up to date: messages gain `speaker` and `guard`."""
+    """Brings a database written before scenes, the guard or swipes up to date: messages gain `speaker`, `guard`
+    and `swipe` (the `swipes` table itself is created by SCHEMA)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-    for column in ("speaker", "guard"):
+    for column, kind in (("speaker", "TEXT"), ("guard", "TEXT"), ("swipe", "INTEGER")):
         if column in columns:
             continue
         try:
-            db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+            db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
         except sqlite3.OperationalError as e:  # another process added it first
             if "duplicate column" not in str(e):
                 raise
@@ -187,12 +196,92 @@ class HistoryStore:
         return int(sid)
 
     def replace_last_reply(self, session_id: int, reply: str, *, guard: Optional[str] = None) -> None:
-        """For /retry: the newest assistant message gets the new text (and the guard's record, unless None)."""
+        """The newest assistant message gets the new text (and the guard's record, unless None); so does its
+        chosen alternative, when it has alternatives (a stop string or a client that left cut it)."""
         now = time.time()
         where = "WHERE id = (SELECT MAX(id) FROM messages WHERE session_id = ? AND role = 'assistant')"
+        chosen = ("WHERE (message_id, position) = (SELECT id, swipe FROM messages WHERE id = "
+                  "(SELECT MAX(id) FROM messages WHERE session_id = ? AND role = 'assistant'))")
         self._write([
             ("UPDATE messages SET content = ?, created = ? " + where, (reply, now, session_id)),
-            *([("UPDATE messages SET guard = ? " + where, (guard or None, session_id))] if guard is not None else []),
+            ("UPDATE swipes SET content = ? " + chosen, (reply, session_id)),
+            *([("UPDATE messages SET guard = ? " + where, (guard or None, session_id)),
+               ("UPDATE swipes SET guard = ? " + chosen, (guard or None, session_id))] if guard is not None else []),
+            ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
+        ])
+
+    # --- swipes: the alternatives of the newest reply ----------------------------------------------------
+    def _last_reply(self, db: sqlite3.Connection, session_id: int) -> tuple[int, str, Optional[str], Optional[int]]:
+        """(id, content, guard, swipe) of the session's newest message, which must be a reply."""
+        row = db.execute("SELECT id, role, content, guard, swipe FROM messages WHERE session_id = ? "
+                         "ORDER BY id DESC LIMIT 1", (session_id,)).fetchone()
+        if row is None or row[1] != "assistant":
+            raise ValueError(f"session {session_id} does not end with a reply")
+        return row[0], row[2], row[3], row[4]
+
+    def add_swipe(self, session_id: int, reply: str, *, guard: str = "") -> int:
+        """A regenerated reply: the newest reply gains `reply` as its next alternative and shows it (the text
+        it had becomes alternative 0 when it had none). Returns the new alternative's position."""
+        with closing(self._connect()) as db, db:
+            message, content, old_guard, chosen = self._last_reply(db, session_id)
+            if chosen is None:
+                db.execute("INSERT INTO swipes (message_id, position, content, guard) VALUES (?, 0, ?, ?)",
+                           (message, content, old_guard))
+            position = db.execute("SELECT MAX(position) + 1 FROM swipes WHERE message_id = ?", (message,)).fetchone()[0]
+            db.execute("INSERT INTO swipes (message_id, position, content, guard) VALUES (?, ?, ?, ?)",
+                       (message, position, reply, guard or None))
+            self._show_swipe(db, session_id, message, position)
+        return int(position)
+
+    def _show_swipe(self, db: sqlite3.Connection, session_id: int, message: int, position: int) -> None:
+        now = time.time()
+        db.execute("UPDATE messages SET (content, guard, swipe) = (SELECT content, guard, position FROM swipes "
+                   "WHERE message_id = ? AND position = ?) WHERE id = ?", (message, position, message))
+        db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+
+    def swipes(self, session_id: int) -> tuple[list[str], int]:
+        """The newest reply's alternatives, in the order written, and the position of the one shown
+        (([], 0) when it has none, or the session does not end with a reply)."""
+        with closing(self._connect()) as db:
+            try:
+                message, _, _, chosen = self._last_reply(db, session_id)
+            except ValueError:
+                return [], 0
+            rows = db.execute("SELECT position, content FROM swipes WHERE message_id = ? ORDER BY position",
+                              (message,)).fetchall()
+        if chosen is None:
+            return [], 0
+        return [content for _, content in rows], [p for p, _ in rows].index(chosen)
+
+    def choose_swipe(self, session_id: int, index: int) -> str:
+        """The newest reply shows its alternative number `index` (0-based, in the order written); returns its
+        text. IndexError when there is no such alternative."""
+        with closing(self._connect()) as db, db:
+            message, _, _, _ = self._last_reply(db, session_id)
+            positions = [p for p, in db.execute("SELECT position FROM swipes WHERE message_id = ? ORDER BY position",
+                                                (message,))]
+            if not 0 <= index < len(positions):
+                raise IndexError(f"the last reply has {len(positions)} alternatives, no number {index}")
+            self._show_swipe(db, session_id, message, positions[index])
+            return db.execute("SELECT content FROM messages WHERE id = ?", (message,)).fetchone()[0]
+
+    def drop_swipe(self, session_id: int) -> None:
+        """The alternative shown goes (a client received none of it); the newest remaining one is shown."""
+        with closing(self._connect()) as db, db:
+            message, _, _, chosen = self._last_reply(db, session_id)
+            db.execute("DELETE FROM swipes WHERE message_id = ? AND position = ?", (message, chosen))
+            left = db.execute("SELECT MAX(position) FROM swipes WHERE message_id = ?", (message,)).fetchone()[0]
+            if left is not None:
+                self._show_swipe(db, session_id, message, left)
+
+    def edit_last(self, session_id: int, text: str) -> None:
+        """The newest message (either role) gets `text`; for a reply with alternatives, the one shown does too."""
+        now = time.time()
+        newest = "(SELECT MAX(id) FROM messages WHERE session_id = ?)"
+        self._write([
+            (f"UPDATE messages SET content = ? WHERE id = {newest}", (text, session_id)),
+            (f"UPDATE swipes SET content = ? WHERE (message_id, position) = (SELECT id, swipe FROM messages "
+             f"WHERE id = {newest})", (text, session_id)),
             ("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id)),
         ])
 
@@ -322,6 +411,12 @@ class UnsavedHistory:
         pass
 
     def remove_last(self, session_id: int, count: int) -> None:
+        pass
+
+    def add_swipe(self, session_id: int, reply: str, *, guard: str = "") -> int:
+        return 0
+
+    def drop_swipe(self, session_id: int) -> None:
         pass
 
     def fork_session(self, session_id: int, greeting: str, turns: list[tuple[str, str]]) -> int:

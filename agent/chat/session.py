@@ -79,6 +79,7 @@ class ChatSession:
         self.last_stats = DecodeStats()
         self.last_guard: GuardReport = OFF  # what the guard did to the newest reply (live while it streams)
         self._last_text = ""
+        self.last_added = ""  # the text the last `continue_reply` added
         self.sampling = SamplingOptions(
             max_new_tokens=chat.max_new_tokens, temperature=chat.temperature, top_p=chat.top_p,
             top_k=chat.top_k, min_p=chat.min_p, repetition_penalty=chat.repetition_penalty, seed=chat.seed,
@@ -233,11 +234,11 @@ class ChatSession:
         self.last_guard = guarded.report
         return guarded
 
-    def _generate(self, history: list[Message], cancel: Optional[threading.Event],
-                  sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = (),
-                  others: Sequence[str] = ()) -> Iterator[str]:
-        sampling = sampling or self.sampling
-        full = self.prompt_for(history, max_new_tokens=sampling.max_new_tokens, cancel=cancel)
+    def _start(self, history: list[Message], cancel: Optional[threading.Event], sampling: SamplingOptions,
+               prefix: str = "", stops: Sequence[str] = (), others: Sequence[str] = (), prefix_tokens: int = 0):
+        """(the reply stream after `history`, opened by `prefix`; the shared prefix ids to remember once it ends,
+        or None). prefix_tokens: room the prompt leaves for `prefix` besides the reply."""
+        full = self.prompt_for(history, max_new_tokens=sampling.max_new_tokens + prefix_tokens, cancel=cancel)
         prompt, plan = self._as_cells(full)
         prompt = self.with_reply_prefix(prompt, prefix)
         shared = None
@@ -247,16 +248,24 @@ class ChatSession:
             shared = self._prefix_ids(prompt)
             if self.prefixes.seed(self.decoder, self.key, shared):
                 shared = None  # adopted: nothing to remember
-        stream = self._stream(history, prompt, sampling, [*self.stops, *stops], cancel, others)
+        return self._stream(history, prompt, sampling, [*self.stops, *stops], cancel, others), shared
+
+    def _finish(self, stream, text: str, shared: Optional[list[int]]) -> None:
+        self.last_stats = stream.stats
+        self._last_text = text.strip()
+        if shared:
+            self.prefixes.remember(self.decoder, self.key, shared)
+
+    def _generate(self, history: list[Message], cancel: Optional[threading.Event],
+                  sampling: Optional[SamplingOptions], prefix: str = "", stops: Sequence[str] = (),
+                  others: Sequence[str] = ()) -> Iterator[str]:
+        stream, shared = self._start(history, cancel, sampling or self.sampling, prefix, stops, others)
         text = ""
         name = "" if self.persona is None else self.persona.card.name  # "": only leading whitespace goes
         for piece in _strip_name_prefix(iter(stream), name):
             text += piece
             yield piece
-        self.last_stats = stream.stats
-        self._last_text = text.strip()
-        if shared:
-            self.prefixes.remember(self.decoder, self.key, shared)
+        self._finish(stream, text, shared)
 
     def reply(self, text: str, *, cancel: Optional[threading.Event] = None,
               sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
@@ -294,11 +303,34 @@ class ChatSession:
 
     def retry(self, *, cancel: Optional[threading.Event] = None,
               sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
-        """Regenerates the last reply and replaces it."""
+        """Regenerates the last reply and shows the new one; the store keeps both as alternatives (swipes)."""
         if not self.can_retry:
             raise ValueError("there is no reply to retry yet")
         history = self.messages[:-1]
         yield from self._generate(history, cancel, sampling)
+        self.store.add_swipe(self.id, self._last_text, guard=self.last_guard.record())
+        self.messages = history + [Message("assistant", self._last_text)]
+
+    def continue_reply(self, *, cancel: Optional[threading.Event] = None,
+                       sampling: Optional[SamplingOptions] = None) -> Iterator[str]:
+        """Streams more of the last reply: the LM reads the prompt with that reply's turn left open (no
+        end-of-turn token after it) and writes on, through the guard like any reply. The stored reply becomes
+        the whole (updated, not duplicated); `last_text` is the whole, `last_added` the part written now.
+
+        Pieces come as written, leading space included, so they join the reply's text as they are.
+        """
+        if not self.can_retry:
+            raise ValueError("there is no reply to continue yet")
+        written = self.messages[-1].content
+        sampling = sampling or self.sampling
+        room = len(self.tokenizer(written, add_special_tokens=False)["input_ids"])
+        stream, shared = self._start(self.messages[:-1], cancel, sampling, written, prefix_tokens=room)
+        added = ""
+        for piece in stream:
+            added += piece
+            yield piece
+        self._finish(stream, written + added, shared)
+        self.last_added = added.rstrip()
         self.correct_last_reply(self._last_text, guard=self.last_guard.record())
 
     def correct_last_reply(self, text: str, *, guard: Optional[str] = None) -> None:
@@ -308,6 +340,39 @@ class ChatSession:
             raise ValueError("the conversation does not end with a reply")
         self.store.replace_last_reply(self.id, text, guard=guard)
         self.messages = self.messages[:-1] + [Message("assistant", text)]
+
+    @property
+    def swipes(self) -> tuple[list[str], int]:
+        """The stored alternatives of the last reply and the position of the one shown (([], 0): none)."""
+        return self.store.swipes(self.id) if self.saved else ([], 0)
+
+    def choose_swipe(self, index: int) -> str:
+        """The last reply becomes its stored alternative number `index` (IndexError: no such one); returns it."""
+        text = self.store.choose_swipe(self.id, index)
+        self.messages = self.messages[:-1] + [Message("assistant", text)]
+        return text
+
+    def drop_swipe(self) -> None:
+        """The alternative shown goes (an API client received none of it); the one before it is shown again."""
+        self.store.drop_swipe(self.id)
+        self.messages = self.store.messages(self.id) if self.saved else self.messages[:-1]
+
+    def edit_last(self, text: str) -> None:
+        """The newest message (the user's or a reply) becomes `text`, in memory and in the store."""
+        if not self.messages:
+            raise ValueError("the conversation has no message to edit")
+        if not text.strip():
+            raise ValueError("the message is empty")
+        self.store.edit_last(self.id, text)
+        self.messages = self.messages[:-1] + [Message(self.messages[-1].role, text)]
+
+    def delete_last(self) -> Message:
+        """The newest message goes, in memory and in the store (a deleted reply leaves its message unanswered;
+        the server answers it with the client's next request, agent/server/completion.py). Returns it."""
+        if not self.messages:
+            raise ValueError("the conversation has no message to delete")
+        self.store.remove_last(self.id, 1)
+        return self.messages.pop()
 
     def drop_last_turn(self) -> None:
         """The last message and its reply go, in memory and in the store (an API client went away having

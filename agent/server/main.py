@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from .deps import ServerState
 from .errors import install_error_handlers
 from .guards import BodyLimit, KeyCheck
-from .routes import audio, chat, health, memory, models, page, personas, sessions
+from .routes import audio, chat, health, memory, models, page, personas, session_edits, sessions
 from .sessions import SessionCache
 from .settings import ServerSettings
 from .jobs import JobRunner
@@ -41,7 +41,7 @@ def create_app(agent, settings: Optional[ServerSettings] = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(KeyCheck, key=key)  # added last, so it runs first
-    for module in (health, models, chat, audio, personas, sessions, memory, page):
+    for module in (health, models, chat, audio, personas, sessions, session_edits, memory, page):
         app.include_router(module.router)
     page.mount_static(app)  # the web chat's files, under /web
     return app

@@ -62,11 +62,11 @@ class StreamOptions(BaseModel):
     include_usage: bool = False  # a last chunk with the usage and no choices
 
 
-class ChatCompletionRequest(TextBody):
+class SamplingBody(TextBody):
+    """What a request that writes a reply may say about it: the persona, sampling, stop strings, streaming."""
     # frequency_penalty, logit_bias, presence_penalty, ... are accepted and ignored, as SillyTavern sends them
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1, max_length=200)  # the persona (slug or card name), personas joined by '+' (a group scene), a scene's name, or the plain model's id
-    messages: list[ChatMessage] = Field(min_length=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_tokens: Optional[int] = Field(None, ge=1)
@@ -75,12 +75,20 @@ class ChatCompletionRequest(TextBody):
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
-    n: Optional[int] = None  # only 1
-    user: Optional[str] = Field(None, max_length=200)  # the session id, when no X-Session-Id header is sent
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         return tuple(s for s in stops if s)
+
+
+class ChatCompletionRequest(SamplingBody):
+    messages: list[ChatMessage] = Field(min_length=1)
+    n: Optional[int] = None  # only 1
+    user: Optional[str] = Field(None, max_length=200)  # the session id, when no X-Session-Id header is sent
+
+
+class ContinueRequest(SamplingBody):
+    """POST /v1/sessions/{id}/continue: more of the stored session's last reply (`model`: its persona)."""
 
 
 class VoiceRef(TextBody):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Hashable, Iterator, Optional
 
 from ..chat.pool import SessionPool
+from .errors import APIError
 
 CHANNEL_PREFIX = "openai:"  # history channel of an API session: keeps them apart from other front-ends'
 
@@ -104,3 +105,12 @@ class SessionCache:
     def trim(self) -> None:
         """Closes the least recently used sessions until both bounds hold (the newest one always stays)."""
         self.pool.trim()
+
+
+def stored_session(sessions: SessionCache, persona, session_id: str):
+    """The stored session (call it holding the session), or 404: reads and edits must not start a session."""
+    found = sessions.existing(persona, session_id)
+    if found is None:
+        raise APIError(404, f"no session {session_id!r} with {persona.slug!r}: a chat completion with this "
+                       f"session id (X-Session-Id or user) starts one", code="session_not_found", param="session_id")
+    return found

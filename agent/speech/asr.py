@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 import whisper
 from whisper.model import Whisper
 
 from ..config import WhisperConfig
 from ..models.whisper import load_whisper
 from .audio import AudioSource, audio_seconds, load_audio
+from .short_clip import transcribe_short
 
 SAMPLE_RATE = whisper.audio.SAMPLE_RATE  # 16 kHz, what Whisper was trained on
 FRAME_SECONDS = 0.03  # energy is measured over 30 ms frames
@@ -83,11 +85,13 @@ class Transcriber:
     """Turns speech into text with a loaded openai-whisper model."""
 
     def __init__(self, model: Whisper, *, language: Optional[str] = None, max_seconds: float = 300.0,
-                 temperature: float | tuple[float, ...] = TEMPERATURES):
+                 temperature: float | tuple[float, ...] = TEMPERATURES, short_clip_seconds: float = 0.0):
         self.model = model
         self.language = language  # None detects the language of each clip
         self.max_seconds = max_seconds  # longer audio is refused with an AudioError
         self.temperature = temperature
+        # clips up to this long, in a known language, are encoded over their own length (short_clip.py); 0: never
+        self.short_clip_seconds = short_clip_seconds
 
     def transcribe(self, path_or_bytes: AudioSource, *, language: Optional[str] = None,
                    name: Optional[str] = None) -> Transcript:
@@ -106,17 +110,25 @@ class Transcriber:
             return Transcript("", language or "", seconds, "empty audio")
         if frame_rms(samples, int(FRAME_SECONDS * SAMPLE_RATE)).max() < SILENCE_RMS:
             return Transcript("", language or "", seconds, "silence")
-        result = whisper.transcribe(
-            self.model, samples, verbose=None, language=language, temperature=self.temperature,
-            fp16=self.model.device.type == "cuda", condition_on_previous_text=False,
-            no_speech_threshold=NO_SPEECH_PROB, logprob_threshold=LOGPROB_FLOOR)
-        kept = [s["text"].strip() for s in result["segments"] if keep_segment(s, samples)]
+        short = transcribe_short(self.model, samples, language=language) \
+            if language and seconds <= self.short_clip_seconds else None
+        if short is not None:
+            segments = [short]
+        else:
+            result = whisper.transcribe(
+                self.model, samples, verbose=None, language=language, temperature=self.temperature,
+                fp16=self.model.device.type == "cuda", condition_on_previous_text=False,
+                no_speech_threshold=NO_SPEECH_PROB, logprob_threshold=LOGPROB_FLOOR)
+            segments, language = result["segments"], result.get("language") or language
+        kept = [s["text"].strip() for s in segments if keep_segment(s, samples)]
         text = " ".join(kept).strip()
-        return Transcript(text, result.get("language") or language or "", seconds,
-                          "" if text else "no speech detected")
+        return Transcript(text, language or "", seconds, "" if text else "no speech detected")
 
 
 def load_transcriber(config: WhisperConfig, cache_dir: Optional[Path] = None, *, device: str = "cpu") -> Transcriber:
     """The Transcriber for a `whisper:` config section; loads (and on first use converts) its model."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     model = load_whisper(config.name_or_path, device=device, cache_dir=cache_dir)
-    return Transcriber(model, language=config.language, max_seconds=config.max_seconds)
+    return Transcriber(model, language=config.language, max_seconds=config.max_seconds,
+                       short_clip_seconds=config.short_clip_seconds)

@@ -29,7 +29,7 @@ from ..deps import StateDep, persona_named
 from ..dispatch import ClientGone, keep_received, run_job, submit, until_done_or_gone
 from ..errors import APIError, as_api_error, error_body
 from ..scene_completion import SPEAKER_HEADER, SceneRequest, complete_scene, named_scene_members, scene_names
-from ..schemas import ChatCompletionRequest
+from ..schemas import ChatCompletionRequest, SamplingBody
 from ..settings import ServerSettings
 from ..jobs import DONE, PIECE, Job, JobRunner
 
@@ -47,6 +47,11 @@ def _checked(body: ChatCompletionRequest, settings: ServerSettings) -> Optional[
     if len(body.messages) > settings.max_messages:
         raise APIError(400, f"messages: {len(body.messages)} messages, over the limit of {settings.max_messages}",
                        code="too_many_messages", param="messages")
+    return checked_sampling(body, settings)
+
+
+def checked_sampling(body: SamplingBody, settings: ServerSettings) -> Optional[int]:
+    """Refuses stop strings and max_tokens over the caps; returns the requested max_tokens (None: the config's)."""
     if len(body.stop_strings()) > MAX_STOP_STRINGS:
         raise APIError(400, f"stop: at most {MAX_STOP_STRINGS} stop strings", code="invalid_value", param="stop")
     max_tokens = body.max_completion_tokens or body.max_tokens
@@ -175,7 +180,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     max_tokens = _checked(body, state.settings)
     run = await _scene_run(body, state, _session_id(x_session_id, body.user), x_personae_speaker, max_tokens)
     if run is not None:
-        return await _answer(body, request, state, run, {})
+        return await answer(body, request, state, run, {})
     persona = None if body.model == state.agent.plain_model else await persona_named(state.agent, body.model)
     turn = _turn(body, persona, state.agent.config.chat.user_name)
     owner = _card_owner(persona, turn, state)
@@ -183,10 +188,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
                        session_id=_session_id(x_session_id, body.user),
                        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                        stop=body.stop_strings())
-    return await _answer(body, request, state, partial(complete, state.sessions, chat), {CARD_HEADER: owner})
+    return await answer(body, request, state, partial(complete, state.sessions, chat), {CARD_HEADER: owner})
 
 
-async def _answer(body: ChatCompletionRequest, request: Request, state, run, headers: dict[str, str]):
+async def answer(body: SamplingBody, request: Request, state, run, headers: dict[str, str]):
     """Runs the job; the whole response, or its server-sent chunks, with `headers`; a scene's speaker in one too."""
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     try:

@@ -17,6 +17,7 @@ from ..deps import StateDep, persona_named
 from ..dispatch import run_job
 from ..errors import APIError
 from ..schemas import TextBody
+from ..sessions import stored_session
 from .chat import _session_id
 
 router = APIRouter(prefix="/v1/sessions", tags=["memory"])
@@ -29,19 +30,10 @@ class NoteRequest(TextBody):
     text: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
 
 
-def _session(sessions, persona, session_id: str):
-    """The stored session, or 404: showing or forgetting memory must not start a session (a read that writes)."""
-    found = sessions.existing(persona, session_id)
-    if found is None:
-        raise APIError(404, f"no session {session_id!r} with {persona.slug!r}: a chat completion with this "
-                       f"session id (X-Session-Id or user) starts one", code="session_not_found", param="session_id")
-    return found
-
-
 def _show(sessions, persona, session_id: str, job) -> dict:
     with sessions.held((session_id, persona.slug)):
         return {"object": "memory", "session_id": session_id, "model": persona.slug,
-                **_session(sessions, persona, session_id).memory_snapshot()}
+                **stored_session(sessions, persona, session_id).memory_snapshot()}
 
 
 def _remember(sessions, persona, session_id: str, text: str, job) -> dict:
@@ -52,7 +44,7 @@ def _remember(sessions, persona, session_id: str, text: str, job) -> dict:
 
 def _forget(sessions, persona, session_id: str, target: Optional[str], job) -> dict:
     with sessions.held((session_id, persona.slug)):
-        return {"object": "memory.deleted", "result": _session(sessions, persona, session_id).forget(target)}
+        return {"object": "memory.deleted", "result": stored_session(sessions, persona, session_id).forget(target)}
 
 
 def _sid(session_id: str) -> str:

@@ -1,4 +1,5 @@
-"""The saved API sessions a client can resume: GET /v1/sessions lists them, GET /v1/sessions/{id}/messages shows one.
+"""The saved API sessions a client can resume: GET /v1/sessions lists them, GET /v1/sessions/{id}/messages shows one
+(the last reply with its stored alternatives; routes/session_edits.py changes them).
 
 A session is what chat completions with the same session id (X-Session-Id or `user`) wrote: one stored
 conversation per persona, or per group scene (`model` = "a+b"). Read straight from the history database.
@@ -41,6 +42,17 @@ async def session_messages(session_id: str, model: str, agent: AgentDep) -> dict
     else:
         slug = (await persona_named(agent, model)).slug
         found = await run_in_threadpool(agent.history.latest_session, slug, channel)
-    messages = [] if found is None else await run_in_threadpool(agent.history.messages, found)
-    return {"object": "list", "session_id": sid, "model": slug,
-            "data": [{"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in messages]}
+    if found is None:
+        return {"object": "list", "session_id": sid, "model": slug, "data": []}
+    return await run_in_threadpool(messages_body, agent.history, found, sid, slug)
+
+
+def messages_body(history, found: int, session_id: str, slug: str) -> dict:
+    """Stored session `found` as GET .../messages answers it: the messages; the last reply's alternatives, if it
+    has any, as its `swipes` (in the order written) and `swipe` (the one shown)."""
+    data = [{"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
+            for m in history.messages(found)]
+    swipes, shown = history.swipes(found)
+    if swipes:
+        data[-1].update(swipes=swipes, swipe=shown)
+    return {"object": "list", "session_id": session_id, "model": slug, "data": data}

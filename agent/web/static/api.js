@@ -12,7 +12,7 @@ export class ApiError extends Error {
   }
   // A sentence a person can act on.
   get readable() {
-    if (this.status === 0) return `The server does not answer (${this.message}). Is personae serve running?`;
+    if (this.status === 0) return `The server is unreachable (${this.message}): is personae serve running?`;
     if (this.status === 401) return "The server needs its API key: enter it with the key button.";
     if (this.status === 429) return `The server is busy: try again in ${this.retryAfter || "a few"} s. (${this.message})`;
     return `${this.message} (${this.status})`;
@@ -62,10 +62,11 @@ export async function blobUrl(path, options) {
   return { url: URL.createObjectURL(blob), size: blob.size };
 }
 
-// POST /v1/chat/completions with stream: true. Calls onStart(response) once the headers are in, onPiece(text)
-// per content delta; resolves to the whole text. A streamed error object becomes an ApiError.
-export async function streamChat(body, { sessionId, signal, onStart, onPiece }) {
-  const response = await request("/v1/chat/completions", {
+// POST /v1/chat/completions (or `path`: a session's /continue) with stream: true. Calls onStart(response) once
+// the headers are in, onPiece(piece, text) per content delta; resolves to the whole text. A streamed error
+// object, or the connection lost mid-reply, becomes an ApiError.
+export async function streamChat(body, { sessionId, signal, onStart, onPiece, path = "/v1/chat/completions" }) {
+  const response = await request(path, {
     method: "POST", json: { ...body, stream: true }, signal,
     headers: sessionId ? { "X-Session-Id": sessionId } : {},
   });
@@ -74,7 +75,14 @@ export async function streamChat(body, { sessionId, signal, onStart, onPiece }) 
   const decoder = new TextDecoder();
   let buffered = "", text = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new ApiError(0, `the connection was lost mid-reply: ${e.message || e}`);
+    }
+    const { value, done } = read;
     if (done) break;
     buffered += decoder.decode(value, { stream: true });
     let end;

@@ -105,8 +105,8 @@ async function openChat(slugs, sid = null) {
   $("info").hidden = true;
   $("info-button").setAttribute("aria-expanded", "false");
   if (sid) {
-    const stored = await getJSON(`/v1/sessions/${encodeURIComponent(sid)}/messages?model=${encodeURIComponent(chat.model)}`);
-    chat.messages = stored.data.map((m) => ({ role: m.role, content: m.content, name: m.name || (scene ? "" : slugs[0]) }));
+    const stored = await getJSON(sessionPath(chat, `messages?model=${encodeURIComponent(chat.model)}`));
+    chat.messages = stored.data.map((m) => storedMessage(chat, m));
   }
   if (!scene && !chat.messages.length) {
     chat.greetings = (await getJSON(`/v1/personas/${encodeURIComponent(slugs[0])}/greetings`)).data;
@@ -114,6 +114,28 @@ async function openChat(slugs, sid = null) {
   }
   if (state.chat === chat) render();
   $("message-input").focus();
+}
+
+function sessionPath(chat, tail) { return `/v1/sessions/${encodeURIComponent(chat.sid)}/${tail}`; }
+
+// A message as GET .../messages gives it; a reply with stored alternatives (swipes) gets them back.
+function storedMessage(chat, m) {
+  const out = { role: m.role, content: m.content, name: m.name || (chat.scene ? "" : chat.slugs[0]) };
+  if (m.swipes && m.swipes.length > 1) { out.alts = m.swipes.slice(); out.pick = m.swipe; }
+  return out;
+}
+
+// Sends a change of the last message to the stored session at once (a scene's go with its next message).
+// A chat the server has not stored yet (its first reply failed) has nothing to change: the page's copy is it.
+async function saveChange(chat, method, tail, json) {
+  if (chat.scene) return;
+  const model = encodeURIComponent(chat.model);
+  try {
+    await request(sessionPath(chat, method === "DELETE" ? `${tail}?model=${model}` : tail),
+      { method, json: method === "DELETE" ? undefined : { model: chat.model, ...json } });
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e;
+  }
 }
 
 function speakerOf(m) { return m.name || state.chat.slugs[0]; }
@@ -162,21 +184,27 @@ function messageActions(m) {
         button("\u25B6", async () => pick(m, 1), "Next alternative"));
     }
     bar.append(button("Regenerate", regenerate, "Regenerate the reply (swipe)"));
+    if (!chat.scene) bar.append(button("Continue", async () => continueReply(m), "Continue this reply"));
   }
   if (m.role === "user") bar.append(button("Reply", async () => runReply(), "Write a reply to this message"));
   if (m.role === "assistant") bar.append(button("Speak", async () => speak(m, true), "Speak this reply"));
   if (answered) {
     bar.append(button("Edit", async () => edit(m), "Edit the last message"),
-      button("Delete", async () => { chat.messages.pop(); render(); }, "Delete the last message"));
+      button("Delete", async () => {
+        chat.messages.pop();
+        render();
+        await saveChange(chat, "DELETE", "messages/last");
+      }, "Delete the last message"));
   }
   return bar;
 }
 
-function pick(m, step) {
+async function pick(m, step) {
   m.pick = (m.pick + step + m.alts.length) % m.alts.length;
   m.content = m.alts[m.pick];
   m.audio = null;
   render();
+  await saveChange(state.chat, "PUT", "swipes/chosen", { index: m.pick });
 }
 
 function edit(m) {
@@ -186,6 +214,7 @@ function edit(m) {
     if (m.alts) m.alts[m.pick] = area.value;
     m.audio = null;
     render();
+    await saveChange(state.chat, "PUT", "messages/last", { content: area.value });
   });
   const cancel = button("Cancel", async () => render());
   area.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); render(); } });
@@ -219,7 +248,7 @@ function regenerate() {
 
 // Streams one reply after the conversation (into `target`, as a new alternative, when regenerating).
 // Returns timings: {firstToken, done} in performance.now() ms.
-async function runReply(target = null, { voice = $("auto-voice").checked, onFirstAudio, onFirstToken, maxTokens } = {}) {
+async function runReply(target = null, options = {}) {
   const chat = state.chat;
   if (chat.busy) return null;
   const history = target ? chat.messages.slice(0, chat.messages.indexOf(target)) : chat.messages.slice();
@@ -228,9 +257,33 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
   const m = target || { role: "assistant", content: "", name: chat.scene ? "" : chat.slugs[0] };
   if (!target) chat.messages.push(m);
   if (m.alts) { m.alts.push(""); m.pick = m.alts.length - 1; }
+  const body = { model: chat.model, messages: requestMessages(history), ...(options.maxTokens ? { max_tokens: options.maxTokens } : {}) };
+  return streamInto(chat, m, "/v1/chat/completions", body, {
+    ...options,
+    after: chat.scene && firstTurn ? () => refreshFromServer(chat) : null, // a scene's opening lines come from the server
+  });
+}
+
+// Continue: more of the last reply, written on from where it stops (the server keeps one message, extended).
+function continueReply(m) {
+  const chat = state.chat;
+  if (chat.busy) return Promise.resolve(null);
+  const before = shownText(m);
+  return streamInto(chat, m, sessionPath(chat, "continue"), { model: chat.model }, {
+    before,
+    after: async () => {
+      if (shownText(m) === before.trim() && !$("errors").textContent) $("errors").textContent = "The model had nothing to add: the reply is complete.";
+    },
+  });
+}
+
+// Streams a reply into message `m` (which has `before` already: a continued reply keeps its text), then runs
+// `after` (a refresh from the server). Returns timings: {firstToken, done} in performance.now() ms.
+async function streamInto(chat, m, path, body, { before = "", voice = $("auto-voice").checked, onFirstAudio,
+  onFirstToken, after } = {}) {
   m.streaming = true; m.audio = null; m.pieces = 0;
   const setText = (t) => { if (m.alts) m.alts[m.pick] = t; m.content = t; };
-  setText("");
+  setText(before);
   chat.busy = true;
   chat.controller = new AbortController();
   $("stop-button").hidden = false;
@@ -240,9 +293,8 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
   const times = { started, firstToken: null, done: null };
   let spoken = null;
   try {
-    const body = { model: chat.model, messages: requestMessages(history), ...(maxTokens ? { max_tokens: maxTokens } : {}) };
     await streamChat(body, {
-      sessionId: chat.sid, signal: chat.controller.signal,
+      path, sessionId: chat.sid, signal: chat.controller.signal,
       onStart: (response) => {
         const speaker = response.headers.get("X-Personae-Speaker");
         if (speaker) m.name = speaker;
@@ -255,8 +307,8 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
           debug("first token", ms(times.firstToken - started));
           if (onFirstToken) onFirstToken();
         }
-        setText(text);
-        renderRich(m.textNode, text);
+        setText(before + text);
+        renderRich(m.textNode, before + text);
         m.pieces = (m.pieces || 0) + 1;
         m.textNode.dataset.pieces = String(m.pieces); // how many pieces the reply came in (the tests read it)
         if (spoken) spoken.feed(text);
@@ -264,7 +316,7 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
     });
   } catch (e) {
     if (e.name !== "AbortError") showError(e);
-    if (!shownText(m)) { // stopped or failed before any text: no empty reply is left behind
+    if (!before && !shownText(m)) { // stopped or failed before any text: no empty reply is left behind
       if (m.alts) { m.alts.pop(); m.pick = m.alts.length - 1; m.content = m.alts[m.pick]; } else chat.messages.pop();
     }
   }
@@ -272,9 +324,9 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
   debug("reply", ms(times.done - started));
   setText(shownText(m).trim());
   m.streaming = false;
-  if (spoken) spoken.finish(shownText(m));
+  if (spoken) spoken.finish(shownText(m).slice(before.length));
   try {
-    if (chat.scene && firstTurn && state.chat === chat) await refreshFromServer(chat); // the scene's opening lines
+    if (after && state.chat === chat) await after();
   } catch (e) { showError(e); }
   chat.busy = false;
   $("stop-button").hidden = true;
@@ -284,8 +336,8 @@ async function runReply(target = null, { voice = $("auto-voice").checked, onFirs
 }
 
 async function refreshFromServer(chat) {
-  const stored = await getJSON(`/v1/sessions/${encodeURIComponent(chat.sid)}/messages?model=${encodeURIComponent(chat.model)}`);
-  if (stored.data.length) chat.messages = stored.data.map((m) => ({ role: m.role, content: m.content, name: m.name || "" }));
+  const stored = await getJSON(sessionPath(chat, `messages?model=${encodeURIComponent(chat.model)}`));
+  if (stored.data.length) chat.messages = stored.data.map((m) => storedMessage(chat, m));
 }
 
 function stopReply() {
@@ -535,6 +587,6 @@ async function start() {
   }
 }
 
-window.personae = { state, send, regenerate, importCard }; // for the browser tests and the console
+window.personae = { state, send, regenerate, continueReply, importCard }; // for the browser tests and the console
 bind();
 start();

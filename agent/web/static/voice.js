@@ -5,6 +5,28 @@
 import { blobUrl, request } from "./api.js";
 
 const SENTENCE_END = /[.!?\u2026]+["\u201d*)]*\s+/g;
+const CLAUSE_END = /[,;:\u2014]\s+/g;
+const FIRST_CLIP = { longer: 40, min: 12 }; // a first sentence over 40 characters is voiced from its first clause of 12 or more
+
+// Where the first clause of `text` ends: after a comma, semicolon, colon or dash at FIRST_CLIP.min characters or
+// more and before any sentence end; -1 if none.
+export function firstClauseEnd(text) {
+  CLAUSE_END.lastIndex = FIRST_CLIP.min;
+  const clause = CLAUSE_END.exec(text);
+  if (!clause) return -1;
+  SENTENCE_END.lastIndex = 0;
+  const sentence = SENTENCE_END.exec(text);
+  return sentence && sentence.index < clause.index ? -1 : clause.index + clause[0].length;
+}
+
+// A long first sentence split after its first clause: [clause, rest], or [sentence] (its first clip comes sooner:
+// speech takes about as long to synthesize as its text is long).
+export function firstClip(sentence) {
+  if (sentence.length <= FIRST_CLIP.longer) return [sentence];
+  const end = firstClauseEnd(sentence);
+  if (end < 0 || sentence.length - end < FIRST_CLIP.min) return [sentence];
+  return [sentence.slice(0, end).trim(), sentence.slice(end).trim()];
+}
 
 // Splits off the complete sentences of `text` after `from`: [sentences, new from].
 export function completeSentences(text, from) {
@@ -67,16 +89,29 @@ export class SpokenReply {
   }
 
   feed(text) {
+    if (!this.said) { // the first clause is voiced as soon as the guard has shown it, before its sentence ends
+      const unread = text.slice(this.from), end = firstClauseEnd(unread);
+      SENTENCE_END.lastIndex = 0;
+      if (end >= 0 && !SENTENCE_END.test(unread)) {
+        this.sayNext(unread.slice(0, end));
+        this.from += end;
+      }
+    }
     const [sentences, from] = completeSentences(text, this.from);
     this.from = from;
-    sentences.forEach((s) => this.say(s));
+    sentences.forEach((s) => this.sayNext(s));
   }
 
   finish(text) {
     const rest = text.slice(this.from).trim();
-    if (rest) this.say(rest);
+    if (rest) this.sayNext(rest);
     this.pending = this.pending.then(() => { this.finished = true; this.settle(); });
     return this.pending;
+  }
+
+  sayNext(sentence) {
+    (this.said ? [sentence] : firstClip(sentence)).forEach((part) => this.say(part));
+    this.said = true;
   }
 
   say(sentence) {
