@@ -31,6 +31,9 @@ prompt carries its own name. Scored with personae eval's own `identification` (c
                   the default, = through "You are NAME."; main = personae's whole instruction paragraph; none)
                   and its M highest tf-idf cells kept (df over the train cards' system turns), moved to
                   consecutive positions (agent/embedding/kv_cells.py); u: one cell per token id
+  kvgist:PATH     kv40u's cells followed by the K learned gist cells of a scripts/train_gist.py file (the
+                  adapter's vectors from the card pass's features, written by the LM with its reader LoRA on;
+                  agent/embedding/gist.py)
   sum+MODE        MODE's soft slots (tfidfK, leadN, tunedN, adapter:PATH, ...) with the card's summary
                   (--summary-tokens, 40) as the system turn's card text; sum+tunedN fits the vectors with the
                   summary in the student's prompt (the teacher still reads the card)
@@ -228,7 +231,8 @@ def kv_cells(lm, train, data: Path, user: str, mode: str):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modes", nargs="+", help="name | card | summaryN | tfidfK | leadN | extractN | styleN | "
-                                                 "adapter:PATH | tunedN | reconN | sum+MODE")
+                                                 "adapter:PATH | tunedN | reconN | kvM[u][:HEADER] | kvgist:PATH | "
+                                                 "sum+MODE")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune-examples", type=int, default=8, help="teacher replies per persona for tunedN")
@@ -257,11 +261,12 @@ def main() -> int:
             parser.error(f"{given!r}: sum+ goes only before a mode with soft slots")
         known = mode in ("name", "card") or re.fullmatch(r"(tfidf|lead|extract|style|tuned|recon|summary)\d+", mode) \
             or re.fullmatch(r"kv\d+u?(:(name|main|none))?", mode)
-        if not (known or mode.startswith("adapter:")):
+        if not (known or mode.startswith(("adapter:", "kvgist:"))):
             parser.error(f"unknown mode {mode!r}: choose name, card, summaryN, tfidfK, leadN, extractN, styleN, "
-                         f"adapter:PATH, tunedN or reconN (the soft ones also as sum+MODE)")
-        if mode.startswith("adapter:") and not Path(mode[8:]).is_file():
-            parser.error(f"adapter file {mode[8:]} does not exist")
+                         f"adapter:PATH, tunedN, reconN, kvM[u][:HEADER] or kvgist:PATH (the soft ones also as "
+                         f"sum+MODE)")
+        if mode.startswith(("adapter:", "kvgist:")) and not Path(mode.partition(":")[2]).is_file():
+            parser.error(f"file {mode.partition(':')[2]} does not exist")
     config = load_config(None, [f"lm.threads={args.threads}", *args.set])
     agent = Agent(config)
     lm, user = agent.lm, config.chat.user_name
@@ -280,6 +285,13 @@ def main() -> int:
         soft_mode = on_summary if with_summary else MODES["soft"]
         if mode in ("name", "card"):
             conditioning = Conditioning(mode, MODES[mode])
+        elif mode.startswith("kvgist:"):
+            from agent.embedding.gist import GistKV, load_gist
+
+            gist, layer = load_gist(Path(mode[7:]), lm.model)  # attaches its reader (off but in the gist forward)
+            cells = kv_cells(lm, train, args.data, user, "kv40u")
+            kv = GistKV(lm.tokenizer, cells.tfidf, lm.model, gist, layer, cells.settings)
+            conditioning = Conditioning(label, MODES["kv"], kv=kv)
         elif mode.startswith("kv"):
             conditioning = Conditioning(label, MODES["kv"], kv=kv_cells(lm, train, args.data, user, mode))
             for p in personas:

@@ -200,15 +200,27 @@ def transformers_cells(model, plan: CellPlan, cache_kwarg: str = "past_key_value
     with torch.inference_mode():
         model(input_ids=torch.tensor([plan.body], device=device), use_cache=True, logits_to_keep=1,
               **{cache_kwarg: full})
-        index = torch.tensor(plan.kept, device=device)
-        delta = torch.arange(len(plan.kept), device=device) - index  # new position - old position, (n,)
-        cells = DynamicCache(config=model.config)
-        for layer, (keys, values) in enumerate(_layers(full)):
-            kept_k = rope_rotate(model, keys.index_select(2, index), delta)
-            cells.update(kept_k.contiguous(), values.index_select(2, index).contiguous(), layer)
+        cells = gather_cells(model, full, plan.kept)
         if plan.tail:
             tail = torch.tensor([plan.prefix_ids[len(plan.kept):]], device=device)
             model(input_ids=tail, use_cache=True, logits_to_keep=1, **{cache_kwarg: cells})
+    return cells
+
+
+def gather_cells(model, full, kept: Sequence[int]):
+    """The cells at `kept` positions of the DynamicCache `full`, keys re-rotated to positions 0..n-1: a new
+    DynamicCache (per layer (B, n_kv, n, hd)); `full` is not modified."""
+    import torch
+    from transformers import DynamicCache
+
+    layers = _layers(full)
+    device = layers[0][0].device
+    index = torch.tensor(list(kept), device=device)
+    delta = torch.arange(len(index), device=device) - index  # new position - old position, (n,)
+    cells = DynamicCache(config=model.config)
+    for layer, (keys, values) in enumerate(layers):
+        kept_k = rope_rotate(model, keys.index_select(2, index), delta)
+        cells.update(kept_k.contiguous(), values.index_select(2, index).contiguous(), layer)
     return cells
 
 

@@ -90,7 +90,7 @@ class PersonaKV:
         """`prompt` with its system turn replaced by the plan's prefix ids, and the plan."""
         system = self.system_ids(prompt)
         plan = self.plan(system, name)
-        kept = self.tokenizer.decode(plan.prefix_ids)
+        kept = self.tokenizer.decode([t for t in plan.prefix_ids if t >= 0])  # gist slots (-1..-K) have no text
         text = f"[persona KV: {len(plan.prefix_ids)} of {len(system)} system-turn cells: {kept!r}]\n" + \
             prompt.text[len(self.tokenizer.decode(system)):]
         return dataclasses.replace(prompt, ids=plan.prefix_ids + list(prompt.ids[len(system):]), text=text), plan
