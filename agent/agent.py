@@ -322,10 +322,11 @@ class Agent:
 
     @property
     def persona_kv(self):
-        """embedding.conditioning=kv: the PersonaKV every session shares (agent/embedding/persona_kv.py); else None."""
-        if not self.config.embedding.mode.kv:
-            return None
+        """The PersonaKV every session shares (agent/embedding/persona_kv.py) when the persona goes in as KV cells
+        (embedding.conditioning kv, or auto on llama.cpp); else None."""
         backend = self.chat_backend  # takes the lock below itself
+        if not self.config.embedding.kv_on(backend.name):
+            return None
         with self._backend_lock:
             if self._persona_kv is None:
                 from .embedding.persona_kv import load_persona_kv

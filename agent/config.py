@@ -187,14 +187,18 @@ class CardLimits:
 @dataclass(frozen=True)
 class EmbeddingConfig:
     adapter: str = ""  # trained fusion adapter (.safetensors, relative to the repo or absolute); "" = no soft prompts
-    conditioning: str = "card"  # a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both) | kv (the card read once by the LM; its header and kv_cells most distinctive KV cells stand for the system turn)
+    conditioning: str = "auto"  # auto (kv on the llama.cpp backend, card elsewhere) or a chat mode of agent/conditioning.py: card (card text only) | summary (the card cut to summary_tokens) | soft (soft prompts instead of the card) | soft+card (both) | kv (the card read once by the LM; its header and kv_cells most distinctive KV cells stand for the system turn)
     summary_tokens: int = 40  # conditioning summary: at most this many tokens of the card (agent/persona/summary.py)
     kv_cells: int = 52  # conditioning kv: the card's most distinctive KV cells kept (by tf-idf), besides the header (agent/embedding/kv_cells.py)
     kv_header: str = "name"  # conditioning kv: cells kept before them: name ("You are NAME.") | main (personae's whole instruction paragraph) | none
     kv_idf: str = ""  # conditioning kv: token document frequencies (JSON from scripts/make_kv_idf.py); "" = the packaged file for the embedded LM, else counted over the installed personas
 
     def __post_init__(self):
-        get_mode(self.conditioning)  # ValueError naming the key and the chat modes
+        if self.conditioning != "auto":
+            try:
+                get_mode(self.conditioning)
+            except ValueError as e:  # naming the key and the chat modes
+                raise ConfigError(str(e).replace("must be one of ", "must be auto or one of ", 1)) from None
         if self.summary_tokens < 1:
             raise ConfigError(f"embedding.summary_tokens must be at least 1, got {self.summary_tokens}")
         if self.kv_cells < 0:
@@ -206,8 +210,15 @@ class EmbeddingConfig:
 
     @property
     def mode(self) -> Mode:
-        """The conditioning mode (agent/conditioning.py): what chat shows the LM of a persona."""
-        return get_mode(self.conditioning)
+        """The conditioning mode (agent/conditioning.py): what chat shows the LM of a persona. auto reads as card
+        here (the card text, no adapter); `kv_on` says whether its card goes in as KV cells."""
+        return get_mode("card" if self.conditioning == "auto" else self.conditioning)
+
+    def kv_on(self, backend: str) -> bool:
+        """Whether chat on the backend named `backend` keeps the persona as KV cells: kv, or auto on llama.cpp (the
+        embedded default: 0.702 of card's 0.786 held-out identification at a fifth of its prompt tokens,
+        docs/persona_embedding.md run 11)."""
+        return self.mode.kv or (self.conditioning == "auto" and backend == "llamacpp")
 
     @property
     def soft(self) -> bool:

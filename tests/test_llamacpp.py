@@ -285,8 +285,9 @@ def test_a_dropped_decoder_frees_its_sequence(smollm2, gguf_model):
 # --- sessions, the terminal and the server on llama.cpp (slow) ---------------------------------
 @pytest.fixture()
 def cpp_agent(shared_cache_home, smollm2, gguf_model):
+    """Card mode (the shared persona prefix); the default on llama.cpp, kv, is tested in tests/test_kv_cells.py."""
     config = load_config(None, ["lm.backend=llamacpp", "lm.threads=1", "chat.temperature=0", "chat.max_new_tokens=12",
-                                "memory.enabled=false", "lore.enabled=false"])
+                                "memory.enabled=false", "lore.enabled=false", "embedding.conditioning=card"])
     agent = Agent(config, home=shared_cache_home, lm=smollm2)
     assert agent.chat_backend.name == "llamacpp"
     return agent
