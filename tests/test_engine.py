@@ -271,7 +271,9 @@ def test_greedy_replies_equal_the_in_process_llama_cpp_backend(engine_url, tmp_p
                     "lm.model=smollm2")
     assert engine.chat_backend.name == "engine"
     for persona, text in [("mara", "Hello! What is the name of your ship?"), ("hale", "What do you teach, professor?")]:
-        local = _agent(Home(data=tmp_path / persona, cache=gguf_cache), "lm.backend=llamacpp")
+        # card mode: the engine gets the whole card as text (kv, llama.cpp's default, cannot go to an engine)
+        local = _agent(Home(data=tmp_path / persona, cache=gguf_cache), "lm.backend=llamacpp",
+                       "embedding.conditioning=card")
         a, b = engine.open_session(persona), local.open_session(persona)
         pieces = list(a.reply(text))
         assert len(pieces) > 1  # streamed
