@@ -317,3 +317,26 @@ def test_llamacpp_cells_are_saved_and_a_restart_restores_them(tmp_path):
             llama.close()
     assert found[0][1] == 0 and found[1][1] >= 1  # the second process read the cells from disk, not the card
     assert _same(found[0][0], found[1][0])
+
+
+def test_bad_kv_settings_name_their_key(tmp_path, tiny_llama):
+    from agent.config import ConfigError, load_config
+    from agent.embedding.kv_cells import TfIdf
+    from agent.embedding.persona_kv import load_tfidf
+
+    with pytest.raises(ConfigError, match="embedding.kv_header must be name, main or none"):
+        load_config(None, ["embedding.kv_header=middle"])
+    with pytest.raises(ConfigError, match="embedding.kv_cells must be >= 0"):
+        load_config(None, ["embedding.kv_cells=-1"])
+    with pytest.raises(ValueError, match="embedding.kv_idf .*missing.json does not exist"):
+        load_tfidf(str(tmp_path / "missing.json"), tiny_llama.tokenizer, [])
+    other = tmp_path / "other.json"
+    TfIdf({1: 1}, 1).save(other, tokenizer_key="another-tokenizer")
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match="rebuild it with scripts/make_kv_idf.py"):
+        load_tfidf(str(other), tiny_llama.tokenizer, [])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not a token-frequency file"):
+        load_tfidf(str(broken), tiny_llama.tokenizer, [])
+    assert other.read_bytes() == before and broken.read_text() == "{not json"  # nothing rewritten
